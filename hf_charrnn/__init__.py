@@ -1,0 +1,1 @@
+"""hf_charrnn: classic recurrent language models for the Hugging Face ecosystem."""
