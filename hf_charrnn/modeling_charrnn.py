@@ -1,0 +1,483 @@
+"""PyTorch CharRNN: classic recurrent language models (LSTM, GRU, tanh/ReLU RNN) for transformers.
+
+The whole model is an input encoding (embedding or one-hot), a stack of `nn.LSTM` / `nn.GRU` / `nn.RNN` layers and a
+linear output layer. What makes it a transformers citizen is the recurrent state: it travels between calls in a
+[`CharRNNCache`] passed as `past_key_values`, so `generate()` feeds one token per step (O(1) work per token), beam
+search reorders it, and a returned cache continues where it stopped.
+
+Three execution paths give the same numbers:
+- whole sequences without padding run through the cuDNN/oneDNN `nn.LSTM` kernels;
+- sequences with padding (any attention mask) skip pad steps exactly: valid tokens are packed with
+  `pack_padded_sequence`, and a pad position outputs the last valid hidden state, so padding changes nothing;
+- single-token decoding steps call the per-layer cell kernels (`torch.lstm_cell`, ...) on the same weights, several
+  times faster than a one-step `nn.LSTM` call on a CPU.
+Long inputs are processed in chunks when no gradient is needed, so a 1,000,000-character prompt needs bounded memory.
+
+This file only imports from `.configuration_charrnn`, so it can be copied next to a checkpoint and loaded with
+`trust_remote_code=True` where hf_charrnn is not installed.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .configuration_charrnn import CharRNNConfig
+
+_RNN_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
+_CELL_FUNCTIONS = {
+    "lstm": torch.lstm_cell,
+    "gru": torch.gru_cell,
+    "rnn_tanh": torch.rnn_tanh_cell,
+    "rnn_relu": torch.rnn_relu_cell,
+}
+
+# Without gradients, inputs are consumed this many tokens at a time: memory then stays bounded for any prompt length,
+# while each chunk is still long enough for the fused sequence kernels to run at full speed.
+INFERENCE_CHUNK_LENGTH = 4096
+
+
+class CharRNNCache:
+    """
+    The recurrent state of every layer, carried from one forward call to the next (passed as `past_key_values`).
+
+    `hidden` (and, for LSTMs, `cell`) have shape `(num_layers, batch_size, hidden_size)`, the layout `nn.LSTM` uses.
+    The cache is updated in place by the model, like transformers' own caches, and counts the tokens it has consumed
+    so that `generate()` knows which input tokens are new when it is handed back.
+    """
+
+    is_compileable = False  # keeps generate() from building 4D attention masks or compiling the forward
+
+    def __init__(self, hidden: torch.Tensor, cell: torch.Tensor | None = None, seen_tokens: int = 0):
+        self.hidden = hidden
+        self.cell = cell
+        self.seen_tokens = seen_tokens
+
+    @classmethod
+    def zeros(cls, config: CharRNNConfig, batch_size: int, device=None, dtype=None) -> "CharRNNCache":
+        """The all-zero state every sequence starts from."""
+        shape = (config.num_layers, batch_size, config.hidden_size)
+        hidden = torch.zeros(shape, device=device, dtype=dtype)
+        cell = torch.zeros(shape, device=device, dtype=dtype) if config.cell_type == "lstm" else None
+        return cls(hidden, cell)
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """`(hidden, cell)` for LSTMs, `(hidden,)` otherwise."""
+        return (self.hidden,) if self.cell is None else (self.hidden, self.cell)
+
+    def set_tensors(self, tensors: tuple[torch.Tensor, ...]) -> None:
+        self.hidden = tensors[0]
+        self.cell = tensors[1] if len(tensors) > 1 else None
+
+    @property
+    def batch_size(self) -> int:
+        return self.hidden.shape[1]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of tokens consumed so far (pad positions included), as generate() expects."""
+        return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Keep the states of the beams that beam search selected (called by generate() every step)."""
+        self.set_tensors(tuple(t.index_select(1, beam_idx.to(t.device)) for t in self.tensors))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.reorder_cache(indices)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat each sequence's state `repeats` times (for several return sequences from one cached prompt)."""
+        self.set_tensors(tuple(t.repeat_interleave(repeats, dim=1) for t in self.tensors))
+
+    def detach(self) -> "CharRNNCache":
+        """Cut the autograd history in place (truncated backpropagation through time) and return the cache."""
+        self.set_tensors(tuple(t.detach() for t in self.tensors))
+        return self
+
+    def __repr__(self) -> str:
+        kind = "LSTM" if self.cell is not None else "RNN"
+        return f"CharRNNCache({kind}, shape={tuple(self.hidden.shape)}, seen_tokens={self.seen_tokens})"
+
+
+@dataclass
+class CharRNNModelOutput(ModelOutput):
+    """
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+        Output of the last recurrent layer (only the last `hidden_states_to_keep` positions when that is set).
+    past_key_values (`CharRNNCache`, *optional*, returned when `use_cache=True`):
+        The recurrent state after the last input token.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    past_key_values: CharRNNCache | None = None
+
+
+@dataclass
+class CharRNNCausalLMOutput(ModelOutput):
+    """
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        Next-token cross-entropy, in nats per token.
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        Scores for the next token at each kept position.
+    past_key_values (`CharRNNCache`, *optional*, returned when `use_cache=True`):
+        The recurrent state after the last input token.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: CharRNNCache | None = None
+
+
+class CharRNNPreTrainedModel(PreTrainedModel):
+    config_class = CharRNNConfig
+    config: CharRNNConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = False
+    _is_stateful = True  # generate() refuses assisted decoding: a recurrent state cannot be rewound
+    _no_split_modules = ["CharRNNModel"]
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """char-rnn's scheme: every weight uniform in +-initializer_range; an LSTM's forget gates start open (bias 1)."""
+        bound = self.config.initializer_range
+        if isinstance(module, nn.RNNBase):
+            for name, param in module.named_parameters():
+                if name.startswith("bias"):
+                    init.zeros_(param)
+                else:
+                    init.uniform_(param, -bound, bound)
+            if module.mode == "LSTM":
+                hidden_size = module.hidden_size
+                for layer in range(module.num_layers):
+                    bias = getattr(module, f"bias_ih_l{layer}")
+                    # The slice loses the "already loaded" flag that init.* checks, so check it here.
+                    if not getattr(bias, "_is_hf_initialized", False):
+                        init.ones_(bias[hidden_size : 2 * hidden_size])  # gate order: input, forget, cell, output
+        elif isinstance(module, (nn.Linear, nn.Embedding)):
+            init.uniform_(module.weight, -bound, bound)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        # generate() would otherwise inject a DynamicCache (key/value cache) that a recurrent model cannot use.
+        return False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load safetensors weights only, and explain a damaged weights file instead of failing inside safetensors."""
+        kwargs.setdefault("use_safetensors", True)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(
+                f"The weights file of {pretrained_model_name_or_path!s} is corrupt or truncated ({error}). "
+                "Save the model again with save_pretrained(), or download the checkpoint again."
+            ) from error
+
+
+class CharRNNModel(CharRNNPreTrainedModel):
+    """Input encoding followed by the stack of recurrent layers; returns the last layer's outputs and the state."""
+
+    def __init__(self, config: CharRNNConfig):
+        super().__init__(config)
+        self.embeddings = (
+            nn.Embedding(config.vocab_size, config.embedding_dim) if config.input_encoding == "embedding" else None
+        )
+        self.rnn = self._build_rnn(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.post_init()
+
+    @staticmethod
+    def _build_rnn(config: CharRNNConfig) -> nn.RNNBase:
+        options = dict(
+            input_size=config.input_size,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        if config.cell_type.startswith("rnn_"):
+            options["nonlinearity"] = config.cell_type.removeprefix("rnn_")
+        return _RNN_MODULES[config.cell_type](**options)
+
+    def get_input_embeddings(self):
+        return self.embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings = value
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: CharRNNCache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        hidden_states_to_keep: int = 0,
+        **kwargs,
+    ) -> CharRNNModelOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
+            Token ids. With a `past_key_values` cache, only the tokens the cache has not consumed yet.
+        attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)` or `(batch_size, past + sequence_length)`):
+            1 for real tokens, 0 for padding. Pad steps are skipped exactly: they change neither the state nor the
+            output (a pad position repeats the last real output). Left or right padding both work.
+        past_key_values (`CharRNNCache`, *optional*):
+            State to start from; zeros when absent. Updated in place when `use_cache=True`.
+        inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, input_size)`, *optional*):
+            Input vectors to use instead of encoding `input_ids`.
+        use_cache (`bool`, *optional*):
+            Return the state. Defaults to `config.use_cache` in eval mode and `False` in training mode.
+        hidden_states_to_keep (`int`, *optional*, defaults to 0):
+            Keep only the last this-many output positions (0 keeps all); lets long prompts run in bounded memory.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        inputs = input_ids if input_ids is not None else inputs_embeds
+        self._check_inputs(input_ids, inputs_embeds)
+        batch_size, length = inputs.shape[:2]
+        if use_cache is None:
+            use_cache = self.config.use_cache and not self.training
+        cache = self._prepare_cache(past_key_values, batch_size, inputs.device)
+        mask = _current_step_mask(attention_mask, batch_size, length, inputs.device)
+
+        chunk_length = length if torch.is_grad_enabled() else INFERENCE_CHUNK_LENGTH
+        state, kept = cache.tensors, []
+        for start in range(0, length, chunk_length):
+            window = slice(start, start + chunk_length)
+            vectors = self._encode(input_ids[:, window]) if input_ids is not None else inputs_embeds[:, window]
+            output, state = self._recur(vectors, state, None if mask is None else mask[:, window])
+            kept.append(output)
+            if hidden_states_to_keep:
+                kept = _keep_last_positions(kept, hidden_states_to_keep)
+
+        if use_cache:
+            cache.set_tensors(state)
+            cache.seen_tokens += length
+        return CharRNNModelOutput(
+            last_hidden_state=self.dropout(torch.cat(kept, dim=1)),
+            past_key_values=cache if use_cache else None,
+        )
+
+    def _check_inputs(self, input_ids, inputs_embeds) -> None:
+        """Turn the mistakes users make into errors that say what to change."""
+        inputs = input_ids if input_ids is not None else inputs_embeds
+        if inputs.dim() != (2 if input_ids is not None else 3):
+            raise ValueError(
+                f"Expected input_ids of shape (batch_size, sequence_length), got shape {tuple(inputs.shape)}."
+                if input_ids is not None
+                else f"Expected inputs_embeds of shape (batch_size, sequence_length, {self.config.input_size}), "
+                f"got shape {tuple(inputs.shape)}."
+            )
+        if inputs.shape[1] == 0:
+            raise ValueError(
+                "The input is empty: the prompt encoded to no tokens. A recurrent model needs at least one token to "
+                "start from; pass a non-empty prompt (for unconditional text, start from the tokenizer's bos_token)."
+            )
+        if input_ids is not None and input_ids.numel():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = high if high >= self.config.vocab_size else low
+                raise ValueError(
+                    f"input_ids contains token id {bad}, outside this model's vocabulary [0, {self.config.vocab_size}). "
+                    "The tokenizer does not match the model: use the tokenizer saved with this model."
+                )
+
+    def _prepare_cache(self, past_key_values, batch_size: int, device) -> CharRNNCache:
+        """Start from zeros, or from the given state, repeated when generate() asks for several sequences per prompt."""
+        if past_key_values is None:
+            return CharRNNCache.zeros(self.config, batch_size, device=device, dtype=self.rnn.weight_hh_l0.dtype)
+        if not isinstance(past_key_values, CharRNNCache):
+            raise TypeError(
+                f"past_key_values must be a CharRNNCache returned by this model, not {type(past_key_values).__name__}."
+            )
+        if past_key_values.batch_size != batch_size:
+            if batch_size % past_key_values.batch_size:
+                raise ValueError(
+                    f"The cache holds {past_key_values.batch_size} sequences but the input has {batch_size} rows."
+                )
+            past_key_values.batch_repeat_interleave(batch_size // past_key_values.batch_size)
+        return past_key_values
+
+    def _encode(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        if self.embeddings is not None:
+            return self.embeddings(input_ids)
+        return F.one_hot(input_ids, self.config.vocab_size).to(self.rnn.weight_hh_l0.dtype)
+
+    def _recur(self, vectors, state, mask):
+        """Run the recurrent stack over `vectors`, skipping the steps where `mask` is False."""
+        if vectors.shape[1] == 1 and not self.training:
+            return self._step(vectors[:, 0], state, None if mask is None else mask[:, 0])
+        if mask is None:
+            output, new_state = self.rnn(vectors, self._to_rnn_state(state))
+            return output, self._from_rnn_state(new_state)
+        return self._recur_masked(vectors, state, mask)
+
+    def _step(self, vector, state, keep_row):
+        """One token through every layer with the cell kernels: far cheaper than a length-1 `nn.LSTM` call."""
+        cell_function = _CELL_FUNCTIONS[self.config.cell_type]
+        layer_input, new_states = vector, []
+        for layer in range(self.config.num_layers):
+            weights = (
+                getattr(self.rnn, f"weight_ih_l{layer}"),
+                getattr(self.rnn, f"weight_hh_l{layer}"),
+                getattr(self.rnn, f"bias_ih_l{layer}"),
+                getattr(self.rnn, f"bias_hh_l{layer}"),
+            )
+            if self.config.cell_type == "lstm":
+                layer_state = cell_function(layer_input, (state[0][layer], state[1][layer]), *weights)
+            else:
+                layer_state = (cell_function(layer_input, state[0][layer], *weights),)
+            new_states.append(layer_state)
+            layer_input = layer_state[0]
+        new_state = tuple(torch.stack(parts) for parts in zip(*new_states))
+        if keep_row is not None:  # a pad step: keep the state of those rows as it was
+            new_state = tuple(torch.where(keep_row[None, :, None], new, old) for new, old in zip(new_state, state))
+        return new_state[0][-1].unsqueeze(1), new_state
+
+    def _recur_masked(self, vectors, state, mask):
+        """
+        Exact padding: move each row's real tokens to the front (order kept), run them packed, then put every output
+        back at its position. A pad position repeats the output of the last real token before it (or the incoming
+        state's output), so right padding also yields the right next-token scores at the last position.
+        """
+        batch_size, length, _ = vectors.shape
+        lengths = mask.sum(dim=1)
+        front_order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
+        front = vectors.gather(1, front_order.unsqueeze(-1).expand_as(vectors))
+        rows = lengths.nonzero().squeeze(1)  # rows with at least one real token in this chunk
+        if rows.numel() == 0:  # nothing but padding: state and outputs stay as they were
+            return state[0][-1].unsqueeze(1).expand(batch_size, length, -1), state
+        packed = pack_padded_sequence(front[rows], lengths[rows].cpu(), batch_first=True, enforce_sorted=False)
+        packed_output, row_state = self.rnn(packed, self._to_rnn_state(tuple(t[:, rows] for t in state)))
+        row_output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=length)
+        row_state = self._from_rnn_state(row_state)
+
+        front_output = row_output.new_zeros(batch_size, length, row_output.shape[-1]).index_copy(0, rows, row_output)
+        new_state = tuple(old.index_copy(1, rows, new) for old, new in zip(state, row_state))
+        last_real = mask.cumsum(dim=1) - 1  # index, among the front-packed outputs, of the last real token so far
+        output = front_output.gather(1, last_real.clamp(min=0).unsqueeze(-1).expand_as(front_output))
+        before_first_real = (last_real < 0).unsqueeze(-1)
+        output = torch.where(before_first_real, state[0][-1].unsqueeze(1), output)
+        return output, new_state
+
+    def _to_rnn_state(self, state):
+        return state if self.config.cell_type == "lstm" else state[0]
+
+    def _from_rnn_state(self, rnn_state):
+        return tuple(rnn_state) if self.config.cell_type == "lstm" else (rnn_state,)
+
+
+def _current_step_mask(attention_mask, batch_size: int, length: int, device) -> torch.Tensor | None:
+    """The mask columns of the current tokens as booleans, or None when every token is real."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
+        raise ValueError(
+            f"attention_mask has shape {tuple(attention_mask.shape)}, but the input has shape ({batch_size}, {length}): "
+            "it must be (batch_size, sequence_length), or cover the cached tokens too (batch_size, past + sequence_length)."
+        )
+    mask = attention_mask[:, -length:].to(device=device, dtype=torch.bool)
+    return None if bool(mask.all()) else mask
+
+
+def _keep_last_positions(outputs: list[torch.Tensor], count: int) -> list[torch.Tensor]:
+    """Trim a list of (batch, time, hidden) chunks to the last `count` positions."""
+    total = sum(chunk.shape[1] for chunk in outputs)
+    if total <= count:
+        return outputs
+    return [torch.cat(outputs, dim=1)[:, -count:]]
+
+
+class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
+    """CharRNN with a next-token output layer: train it with Trainer, sample with generate() or a pipeline."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+
+    def __init__(self, config: CharRNNConfig):
+        super().__init__(config)
+        self.model = CharRNNModel(config)
+        tie_through_projection = config.tie_word_embeddings and config.embedding_dim != config.hidden_size
+        # Tying needs the output layer to read vectors of the embedding's width.
+        self.output_projection = (
+            nn.Linear(config.hidden_size, config.embedding_dim, bias=False) if tie_through_projection else None
+        )
+        head_input_size = config.embedding_dim if config.tie_word_embeddings else config.hidden_size
+        self.lm_head = nn.Linear(head_input_size, config.vocab_size)
+        self.post_init()
+        # Sampling is what people do with a char-RNN; these become generation_config.json when saved.
+        self.generation_config.update(do_sample=True, temperature=0.8, top_k=0, max_new_tokens=200)
+
+    def get_input_embeddings(self):
+        return self.model.embeddings
+
+    def set_input_embeddings(self, value):
+        self.model.embeddings = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: CharRNNCache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CharRNNCausalLMOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Usually `input_ids` itself: the loss shifts them to score each position's next token. -100 is ignored.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+            An int keeps the last that-many positions (0 keeps all); a 1D tensor keeps those sequence indices.
+            generate() sets it to 1, so prompts of any length cost no more memory than a few chunks.
+
+        Other arguments are those of [`CharRNNModel.forward`]; extra keyword arguments (such as Trainer's
+        `num_items_in_batch`) reach the loss.
+        """
+        keep_last = logits_to_keep if isinstance(logits_to_keep, int) else 0
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            hidden_states_to_keep=keep_last,
+        )
+        hidden = outputs.last_hidden_state
+        if not isinstance(logits_to_keep, int):
+            hidden = hidden[:, logits_to_keep]
+        if self.output_projection is not None:
+            hidden = self.output_projection(hidden)
+        logits = self.lm_head(hidden)
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        return CharRNNCausalLMOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+
+
+__all__ = [
+    "CharRNNCache",
+    "CharRNNCausalLMOutput",
+    "CharRNNForCausalLM",
+    "CharRNNModel",
+    "CharRNNModelOutput",
+    "CharRNNPreTrainedModel",
+]
