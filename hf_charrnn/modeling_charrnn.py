@@ -170,6 +170,15 @@ class CharRNNPreTrainedModel(PreTrainedModel):
         # generate() would otherwise inject a DynamicCache (key/value cache) that a recurrent model cannot use.
         return False
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual; a checkpoint marked for remote code then serves AutoModel and AutoModelForCausalLM alike."""
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoModel", "modeling_charrnn.CharRNNModel")
+            auto_map.setdefault("AutoModelForCausalLM", "modeling_charrnn.CharRNNForCausalLM")
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Load safetensors weights only, and explain a damaged weights file instead of failing inside safetensors."""
