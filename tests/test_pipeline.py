@@ -1,0 +1,111 @@
+"""The model with its character tokenizer: pipelines, streamers, padded text batches and very long prompts."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer, TextStreamer, pipeline, set_seed
+
+from conftest import tiny_model
+from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+
+CORPUS = "The quick brown fox jumps over the lazy dog.\nPack my box with five dozen liquor jugs!\n\tÉté, naïve\r\n"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny model saved with its tokenizer, as training leaves it."""
+    tokenizer = build_char_tokenizer([CORPUS])
+    model = tiny_model(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path_factory.mktemp("checkpoint")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_text_generation_pipeline_greedy_matches_generate(checkpoint):
+    generator = pipeline("text-generation", model=str(checkpoint))
+    result = generator("The quick", do_sample=False, max_new_tokens=15)[0]["generated_text"]
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    ids = model.generate(**tokenizer("The quick", return_tensors="pt"), do_sample=False, max_new_tokens=15)
+    assert result == tokenizer.decode(ids[0], skip_special_tokens=True)
+    assert result.startswith("The quick")
+
+
+def test_pipeline_batches_prompts_of_unequal_length_exactly(checkpoint):
+    generator = pipeline("text-generation", model=str(checkpoint))
+    prompts = ["Pack my box", "fox", "Été, naïve and the lazy"]
+    batched = generator(prompts, do_sample=False, max_new_tokens=12, batch_size=3)
+    alone = [generator(prompt, do_sample=False, max_new_tokens=12)[0] for prompt in prompts]
+    assert [b[0]["generated_text"] for b in batched] == [a["generated_text"] for a in alone]
+
+
+def test_pipeline_samples_reproducibly_with_a_seed(checkpoint):
+    generator = pipeline("text-generation", model=str(checkpoint))
+    texts = []
+    for _ in range(2):
+        set_seed(3)
+        texts.append(generator("Pack", max_new_tokens=30, num_return_sequences=2))
+    assert texts[0] == texts[1]
+
+
+def test_streamers_print_exactly_the_generated_text(checkpoint, capsys):
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    inputs = tokenizer("The lazy", return_tensors="pt")
+    expected = tokenizer.decode(model.generate(**inputs, do_sample=False, max_new_tokens=20)[0, 8:],
+                                skip_special_tokens=True)
+
+    model.generate(**inputs, do_sample=False, max_new_tokens=20, streamer=TextStreamer(tokenizer, skip_prompt=True,
+                                                                                      skip_special_tokens=True))
+    assert capsys.readouterr().out.rstrip("\n") == expected.rstrip("\n")
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    worker = threading.Thread(target=model.generate,
+                              kwargs=dict(**inputs, do_sample=False, max_new_tokens=20, streamer=streamer))
+    worker.start()
+    pieces = list(streamer)
+    worker.join()
+    assert "".join(pieces) == expected
+
+
+def test_unknown_characters_in_a_prompt_do_not_crash(checkpoint):
+    generator = pipeline("text-generation", model=str(checkpoint))
+    text = generator("Zebra ☃ 𝄞", do_sample=False, max_new_tokens=5)[0]["generated_text"]
+    assert len(text) > 0
+
+
+LONG_PROMPT_PEAK_RSS = textwrap.dedent(
+    """
+    import json, resource, sys, torch
+    from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+    from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+
+    alphabet = "abcdefghijklmnopqrstuvwxyz ,.;:!?\\n'ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    generator = torch.Generator().manual_seed(0)
+    indices = torch.randint(0, len(alphabet), (1_000_000,), generator=generator).tolist()
+    prompt = "".join(alphabet[i] for i in indices)
+    tokenizer = build_char_tokenizer([alphabet])
+    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=len(tokenizer))).eval()  # the default 2x512 LSTM
+    del indices
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    inputs = tokenizer(prompt, return_tensors="pt")
+    output = model.generate(**inputs, do_sample=False, max_new_tokens=5)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"growth_mb": (after - before) / 1024, "length": output.shape[1]}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_million_character_prompt_runs_in_bounded_memory():
+    result = subprocess.run([sys.executable, "-c", LONG_PROMPT_PEAK_RSS], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["length"] == 1_000_005
+    assert figures["growth_mb"] < 300, figures
