@@ -22,7 +22,7 @@ def encode_prompt(tokenizer, prompt: str, device) -> dict:
     unit = "characters" if is_char_level(tokenizer) else "words"
     warning = unknown_warning(count_unknown_characters(tokenizer, [prompt]), unit=unit)
     if warning:
-        print(f"warning: the prompt has {warning}", file=sys.stderr)
+        print(f"warning (prompt): {warning}", file=sys.stderr)
     encoded = tokenizer(prompt, return_tensors="pt")
     return {name: tensor.to(device) for name, tensor in encoded.items()}
 

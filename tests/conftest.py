@@ -1,7 +1,14 @@
 """Shared fixtures: tiny CharRNN models of every cell type, seeded for reproducibility."""
 
+import os
+
 import pytest
 import torch
+
+# Tests run tiny models: one intra-op thread is faster for them, and on a busy machine several OpenMP threads spin-wait
+# on each other (a 2-thread run of the training tests was 100x slower under load). Child processes inherit the setting.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
 

@@ -318,7 +318,7 @@ def test_olah_offline_mirror_serves_local_git_repos(olah_mirror, hub_python, tmp
     files = {"config.json": '{"a": 1}\n', "sub/dir/weights.bin": bytes(range(200)) * 3, "README.md": "# hi\n"}
     sha = olah_mirror.add_repo("mirror-org/tiny", files)
     env = olah_mirror.env(tmp_path / "hf_home")
-    out = hub_python(PRELUDE + f"""
+    out = hub_python(PRELUDE + """
 p = hf_hub_download("mirror-org/tiny", "sub/dir/weights.bin")
 print("ONE", p)
 snap = snapshot_download("mirror-org/tiny")

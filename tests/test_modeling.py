@@ -1,6 +1,5 @@
 """The model against plain PyTorch references, hand computations and round trips."""
 
-import math
 
 import pytest
 import torch

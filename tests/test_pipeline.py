@@ -7,7 +7,6 @@ import textwrap
 import threading
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer, TextStreamer, pipeline, set_seed
 
 from conftest import tiny_model

@@ -1,0 +1,401 @@
+"""Scoring language models on long texts with the recurrent state carried: loss, bits per character, perplexity.
+
+A recurrent model reads a text of any length in one pass: each chunk starts from the state the previous chunk left
+(`past_key_values`), so the score of a text does not depend on an arbitrary window length, unlike a fixed-context
+transformer's "sliding window" perplexity. Every function here scores a token stream that way.
+
+Definitions (the same everywhere in hf_charrnn: training summaries, model cards, the CLI):
+
+* **loss** -- mean cross-entropy of the predicted tokens, in nats per token. The first token of a stream is only
+  context: there is nothing to predict it from.
+* **perplexity** -- `exp(loss)`, per token.
+* **bits per character (bpc)** -- total nats / ln(2) / number of characters the predicted tokens cover. With the
+  character tokenizer a token is one character; with the word tokenizer a token covers several. An `<eos>` token (the
+  boundary the data layer appends after each document) counts as **one character**: it stands for the document break,
+  as a final newline would.
+* **Documents** of a data set are scored as training sees them (`hf_charrnn.data.tokenize_stream`): each document's
+  tokens followed by `<eos>`, all concatenated, and the state carried across documents. The stream starts with one
+  extra `<eos>` that is context only, so every character of every document and every `<eos>` is predicted:
+  `characters = sum(len(document)) + number_of_documents`.
+* **batch_size > 1** cuts the stream into that many contiguous rows scored in parallel (faster on any hardware).
+  Consecutive rows overlap by one token, so every token after the first is still predicted exactly once; only the
+  state restarts from zeros at each row start, which changes the score slightly. `batch_size=1` is the exact
+  single-pass score.
+
+The `evaluate` metric module `bits_per_character` (see :func:`metric_path`) computes the same numbers from summed
+nats and character counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+LN2 = math.log(2.0)
+DEFAULT_CHUNK_LENGTH = 1024
+
+
+# ----------------------------------------------------------------------------------
+# Numbers
+# ----------------------------------------------------------------------------------
+
+
+def bits_per_character(total_nats: float, num_characters: int) -> float:
+    """`total_nats / ln(2) / num_characters`: the bits a model needs per character of text."""
+    if num_characters <= 0:
+        raise ValueError(f"num_characters must be positive, got {num_characters}.")
+    return float(total_nats) / LN2 / num_characters
+
+
+def summarize_scores(total_nats: float, tokens: int, characters: int) -> dict:
+    """The result dict every scoring function returns: loss (nats/token), bpc, perplexity (per token), counts."""
+    if tokens <= 0:
+        raise ValueError("Nothing was scored: the text has fewer than two tokens.")
+    loss = float(total_nats) / tokens
+    return {
+        "loss": loss,
+        "bpc": bits_per_character(total_nats, characters),
+        "perplexity": math.exp(loss) if loss < 700 else float("inf"),
+        "characters": int(characters),
+        "tokens": int(tokens),
+        "nats": float(total_nats),
+    }
+
+
+def metric_path() -> str:
+    """Folder of the `evaluate` metric module shipped with hf_charrnn: `evaluate.load(metric_path())` works offline."""
+    return str(resources.files("hf_charrnn") / "metrics" / "bits_per_character")
+
+
+# ----------------------------------------------------------------------------------
+# Scoring a token stream with the state carried
+# ----------------------------------------------------------------------------------
+
+
+def stream_row_bounds(num_tokens: int, batch_size: int) -> list[int]:
+    """Where the rows of :func:`score_stream` start: row `r` reads tokens `[b[r], b[r+1])` and predicts
+    `[b[r] + 1, b[r+1] + 1)`; every token after the first is predicted exactly once."""
+    predictions = num_tokens - 1
+    if predictions < 1:
+        raise ValueError(f"A stream of {num_tokens} token(s) has nothing to score: it needs at least 2 tokens.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    batch_size = min(batch_size, predictions)
+    return [round(r * predictions / batch_size) for r in range(batch_size + 1)]
+
+
+@torch.no_grad()
+def score_stream(
+    model,
+    token_ids,
+    chunk_length: int = DEFAULT_CHUNK_LENGTH,
+    batch_size: int = 1,
+    rows: range | list[int] | None = None,
+) -> dict:
+    """
+    Score a 1-D token stream, feeding it `chunk_length` tokens at a time with the recurrent state carried.
+
+    Returns `{"nats": summed negative log-likelihood of the predicted tokens, "tokens": how many were predicted}`.
+    `batch_size` rows are scored in parallel (see the module docstring); `rows` restricts the work to some of them
+    (each process of a multi-process evaluation takes its share; add up the sums afterwards).
+    """
+    if chunk_length < 1:
+        raise ValueError(f"chunk_length must be >= 1, got {chunk_length}.")
+    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    bounds = stream_row_bounds(ids.numel(), batch_size)
+    selected = list(range(len(bounds) - 1)) if rows is None else [r for r in rows if r < len(bounds) - 1]
+    device = next(model.parameters()).device
+    if not selected:
+        return {"nats": 0.0, "tokens": 0}
+
+    lengths = [bounds[r + 1] - bounds[r] for r in selected]
+    width = max(lengths)
+    pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
+    inputs = torch.full((len(selected), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(selected), width), -100, dtype=torch.long)
+    for i, r in enumerate(selected):
+        inputs[i, : lengths[i]] = ids[bounds[r] : bounds[r + 1]]
+        targets[i, : lengths[i]] = ids[bounds[r] + 1 : bounds[r + 1] + 1]
+    mask = targets != -100
+    inputs, targets, mask = inputs.to(device), targets.to(device), mask.to(device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        cache = None
+        nats = torch.zeros((), dtype=torch.float64, device=device)
+        # Rows differ in length by at most one token: the common part runs unmasked (the fast fused kernels), and
+        # only the last column, where some rows are padding, goes through the exact masked path.
+        common = min(lengths)
+        windows = [slice(start, min(start + chunk_length, common)) for start in range(0, common, chunk_length)]
+        windows += [slice(start, min(start + chunk_length, width)) for start in range(common, width, chunk_length)]
+        for window in windows:
+            chunk_mask = mask[:, window]
+            out = model(
+                input_ids=inputs[:, window],
+                attention_mask=None if bool(chunk_mask.all()) else chunk_mask.long(),
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            logits = out.logits.float()
+            nats += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets[:, window].reshape(-1), ignore_index=-100, reduction="sum"
+            ).double()
+    finally:
+        model.train(was_training)
+    return {"nats": float(nats), "tokens": int(sum(lengths))}
+
+
+def _first_token_characters(tokenizer, text: str) -> int:
+    """How many characters the first token of `text` covers (it is context only, not predicted)."""
+    head = text[:1000]
+    encoding = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
+    start, end = encoding["offset_mapping"][0]
+    return end if end > 0 else 1
+
+
+def evaluate_text(
+    model,
+    tokenizer,
+    text: str,
+    chunk_length: int = DEFAULT_CHUNK_LENGTH,
+    batch_size: int = 1,
+    start_with_eos: bool = False,
+) -> dict:
+    """
+    Score one long text with the recurrent state carried from chunk to chunk.
+
+    Returns `{"loss", "bpc", "perplexity", "characters", "tokens", "nats"}` (see the module docstring). With the
+    defaults the result is that of a single forward pass over the whole text (`model(ids, labels=ids).loss`): the
+    first token is context only. `start_with_eos=True` puts an `<eos>` before the text as context (a document start,
+    as in training), so every character is scored and `characters == len(text)`.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, not {type(text).__name__}.")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if start_with_eos:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("start_with_eos=True needs a tokenizer with an eos token.")
+        ids = [tokenizer.eos_token_id] + ids
+        characters = len(text)
+    else:
+        if len(ids) < 2:
+            raise ValueError(
+                f"The text encodes to {len(ids)} token(s); scoring needs at least 2 (the first is only context). "
+                "Give a longer text, or start_with_eos=True."
+            )
+        characters = len(text) - _first_token_characters(tokenizer, text)
+    scores = score_stream(model, ids, chunk_length=chunk_length, batch_size=batch_size)
+    return summarize_scores(scores["nats"], scores["tokens"], characters)
+
+
+def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents: int | None = None):
+    """
+    The token stream of a data set split as evaluation scores it: `<eos>`, then every document's tokens followed by
+    `<eos>` (as `hf_charrnn.data.tokenize_stream` lays out training data). Returns `(token_ids, characters)` where
+    `characters` is what the predicted tokens cover: all document characters plus one per `<eos>`.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("Scoring a data set needs a tokenizer with an eos token (the document separator).")
+    pieces, characters, documents = [torch.tensor([eos], dtype=torch.long)], 0, 0
+    batch: list[str] = []
+
+    def flush():
+        if not batch:
+            return
+        for seq in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+            pieces.append(torch.tensor(seq + [eos], dtype=torch.long))
+        batch.clear()
+
+    for row in dataset:
+        if max_documents is not None and documents >= max_documents:
+            break
+        if text_column not in row:
+            raise ValueError(f"The data set has no column {text_column!r}; its columns are {list(row)}.")
+        text = row[text_column]
+        batch.append(text)
+        characters += len(text) + 1
+        documents += 1
+        if len(batch) >= 256:
+            flush()
+    flush()
+    if documents == 0:
+        raise ValueError("The data set split is empty: there is nothing to score.")
+    return torch.cat(pieces), characters
+
+
+def evaluate_dataset(
+    model,
+    tokenizer,
+    dataset,
+    chunk_length: int = DEFAULT_CHUNK_LENGTH,
+    batch_size: int = 1,
+    text_column: str = "text",
+    max_documents: int | None = None,
+) -> dict:
+    """
+    Score a `datasets` split (a `Dataset` or `IterableDataset` with a text column) with the state carried across
+    its documents, separated by `<eos>` as in training. Returns the dict of :func:`evaluate_text` plus `documents`.
+    """
+    ids, characters = dataset_stream(dataset, tokenizer, text_column=text_column, max_documents=max_documents)
+    scores = score_stream(model, ids, chunk_length=chunk_length, batch_size=batch_size)
+    result = summarize_scores(scores["nats"], scores["tokens"], characters)
+    result["documents"] = int((ids == tokenizer.eos_token_id).sum()) - 1
+    return result
+
+
+# ----------------------------------------------------------------------------------
+# Command line: hf-charrnn evaluate
+# ----------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluateArguments:
+    model_name_or_path: str = field(
+        metadata={"help": "A saved model folder (from save_pretrained or a training run) or a Hub repo id."}
+    )
+    dataset: str = field(
+        default="shakespeare",
+        metadata={
+            "help": "What to score: 'shakespeare' (the embedded corpus, split by play), 'shakespeare:<play-slug>' "
+            "(one play cut 90/5/5), or any datasets name / local data folder / save_to_disk folder."
+        },
+    )
+    text_file: list[str] | None = field(
+        default=None,
+        metadata={"help": "Score these text files instead of a data set (each one a document; --split is ignored)."},
+    )
+    split: str = field(default="validation", metadata={"help": "Data set split to score."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Data set configuration name."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the text in a named data set."})
+    max_documents: int | None = field(default=None, metadata={"help": "Score only the first this-many documents."})
+    chunk_length: int = field(
+        default=DEFAULT_CHUNK_LENGTH, metadata={"help": "Tokens fed per forward call (the state is carried)."}
+    )
+    batch_size: int = field(
+        default=1,
+        metadata={
+            "help": "Rows scored in parallel. 1 = the exact single-pass score; more is faster and restarts the "
+            "state at each row start (a slightly different score)."
+        },
+    )
+    device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'..."})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow loading model code from the checkpoint (needed without hf_charrnn)."}
+    )
+    output_file: str | None = field(default=None, metadata={"help": "Also write the JSON result to this file."})
+
+
+def load_split(dataset: str, split: str, config_name: str | None = None, text_column: str = "text"):
+    """One split of the embedded Shakespeare corpus or of a named / local data set (see `EvaluateArguments.dataset`)."""
+    from . import data
+
+    if dataset == "shakespeare":
+        splits = data.load_shakespeare()
+    elif dataset.startswith("shakespeare:"):
+        splits = data.load_shakespeare_play(dataset.split(":", 1)[1])
+    else:
+        splits = data.load_named_dataset(dataset, config_name, text_column=text_column)
+    if split not in splits:
+        raise ValueError(f"The data set {dataset!r} has no split {split!r}; it has {sorted(splits)}.")
+    return splits[split]
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`hf-charrnn evaluate`: loss, bits per character and perplexity of a checkpoint, printed as JSON."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+
+    import hf_charrnn  # noqa: F401  (registers the Auto classes)
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):  # `hf-charrnn evaluate MODEL ...`: the model may come first
+        argv = ["--model_name_or_path", argv[0], *argv[1:]]
+    parser = HfArgumentParser(
+        EvaluateArguments,
+        description="Score a CharRNN checkpoint (a local folder or a Hub id): loss (nats/token), bits per character "
+        "and perplexity, computed with the recurrent state carried over the whole text. Prints JSON. "
+        "Usage: evaluate MODEL [--dataset shakespeare --split validation | --text_file FILE ...].",
+    )
+    (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    load_kwargs = dict(revision=args.revision, trust_remote_code=args.trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, **load_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, **load_kwargs)
+    except OSError as error:
+        print(f"error: could not load {args.model_name_or_path!r}: {error}", file=sys.stderr)
+        return 2
+    model.to(_resolve_device(args.device)).eval()
+
+    started = time.perf_counter()
+    try:
+        if args.text_file:
+            texts = []
+            for path in args.text_file:
+                texts.append({"text": Path(path).read_text(encoding="utf-8")})
+            source = {"text_file": args.text_file}
+            result = evaluate_dataset(
+                model, tokenizer, texts, chunk_length=args.chunk_length, batch_size=args.batch_size
+            )
+        else:
+            split = load_split(args.dataset, args.split, args.dataset_config_name, args.text_column)
+            source = {"dataset": args.dataset, "split": args.split}
+            result = evaluate_dataset(
+                model,
+                tokenizer,
+                split,
+                chunk_length=args.chunk_length,
+                batch_size=args.batch_size,
+                max_documents=args.max_documents,
+            )
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - started
+    report = {
+        "model": args.model_name_or_path,
+        **source,
+        **result,
+        "chunk_length": args.chunk_length,
+        "batch_size": args.batch_size,
+        "seconds": round(seconds, 3),
+        "characters_per_second": round(result["characters"] / seconds, 1) if seconds > 0 else None,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output_file:
+        Path(args.output_file).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+__all__ = [
+    "DEFAULT_CHUNK_LENGTH",
+    "EvaluateArguments",
+    "LN2",
+    "bits_per_character",
+    "dataset_stream",
+    "evaluate_dataset",
+    "evaluate_text",
+    "load_split",
+    "main",
+    "metric_path",
+    "score_stream",
+    "stream_row_bounds",
+    "summarize_scores",
+]

@@ -1,0 +1,209 @@
+"""Output helpers shared by both training paths (Trainer and Accelerate/BPTT).
+
+- :func:`write_training_summary` writes ``training_summary.json`` (the model card reads it);
+- :func:`plot_loss_curve` draws training and validation loss against the optimizer step into a PNG;
+- :func:`generate_samples` samples continuations of a few prompts, in the summary's ``samples`` format.
+
+The summary's layout (keys in :data:`REQUIRED_SUMMARY_KEYS`, ``"test"`` optional)::
+
+    {"dataset": str, "tokenizer": "char" | "word", "training_path": "trainer" | "accelerate_bptt",
+     "train_tokens": int, "validation_tokens": int, "steps": int, "epochs": float, "train_runtime_s": float,
+     "hyperparameters": {...}, "train_loss": float,
+     "validation": {"loss": float (nats/token), "bpc": float, "perplexity": float},
+     "test": {...same...},                                   # optional
+     "samples": [{"prompt": str, "settings": {...}, "text": str}],
+     "loss_curve": "loss_curve.png"}
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SUMMARY_FILE = "training_summary.json"
+LOSS_CURVE_FILE = "loss_curve.png"
+REQUIRED_SUMMARY_KEYS = (
+    "dataset",
+    "tokenizer",
+    "training_path",
+    "train_tokens",
+    "validation_tokens",
+    "steps",
+    "epochs",
+    "train_runtime_s",
+    "hyperparameters",
+    "train_loss",
+    "validation",
+    "samples",
+    "loss_curve",
+)
+# The generation settings recorded with each sample (those that change what comes out).
+_SAMPLE_SETTINGS = ("do_sample", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty", "max_new_tokens")
+
+
+def _to_json(value: Any) -> Any:
+    """Plain JSON values: tensors and numpy scalars become numbers, paths strings, NaN/inf null (valid JSON)."""
+    if isinstance(value, Mapping):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(item) for item in value]
+    if isinstance(value, torch.Tensor):
+        return _to_json(value.item() if value.numel() == 1 else value.tolist())
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, (str, bytes)):  # numpy scalars
+        try:
+            return _to_json(value.item())
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int)):  # enums (e.g. SchedulerType)
+        return value.value
+    return str(value)
+
+
+def write_training_summary(output_dir: str | os.PathLike, summary: Mapping[str, Any]) -> Path:
+    """
+    Write `summary` as ``output_dir/training_summary.json`` and return the path.
+
+    Raises `ValueError` when a key of :data:`REQUIRED_SUMMARY_KEYS` is missing, so both training paths keep the
+    layout the model card expects. Non-finite numbers are written as ``null`` (strict JSON has no NaN).
+    """
+    missing = [key for key in REQUIRED_SUMMARY_KEYS if key not in summary]
+    if missing:
+        raise ValueError(f"The training summary lacks the keys {missing}; see hf_charrnn.reporting for the layout.")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / SUMMARY_FILE
+    text = json.dumps(_to_json(summary), indent=2, ensure_ascii=False, allow_nan=False)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, path)  # never leave a half-written summary behind
+    return path
+
+
+def read_training_summary(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read ``training_summary.json`` back from a folder."""
+    return json.loads((Path(output_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
+
+
+def plot_loss_curve(
+    history: Iterable[Mapping[str, Any]], path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """
+    Plot training loss and validation loss (nats/token) against the optimizer step and save a PNG at `path`.
+
+    `history` is a list of dicts like `Trainer.state.log_history`: entries with ``"step"`` and ``"loss"`` are training
+    losses, entries with ``"step"`` and ``"eval_loss"`` validation losses; other entries are ignored. Non-finite values
+    are skipped. Uses matplotlib's Agg backend (no display needed).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure  # Figure without pyplot: no global state, thread-safe
+
+    train_points, eval_points = [], []
+    for entry in history:
+        step = entry.get("step")
+        if step is None:
+            continue
+        for key, points in (("loss", train_points), ("eval_loss", eval_points)):
+            value = entry.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                points.append((step, float(value)))
+
+    figure = Figure(figsize=(7, 4.5), dpi=100)
+    axes = figure.add_subplot()
+    if train_points:
+        axes.plot(*zip(*train_points), label="training loss", color="tab:blue", linewidth=1.2)
+    if eval_points:
+        axes.plot(*zip(*eval_points), label="validation loss", color="tab:orange", marker="o", markersize=3)
+    if not train_points and not eval_points:
+        axes.text(0.5, 0.5, "no losses logged", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("cross-entropy (nats/token)")
+    axes.set_title(title or "CharRNN training")
+    axes.grid(True, alpha=0.3)
+    if train_points or eval_points:
+        axes.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    return path
+
+
+def generate_samples(
+    model,
+    tokenizer,
+    prompts: Sequence[str] | str,
+    seed: int | None = None,
+    **generation_kwargs,
+) -> list[dict[str, Any]]:
+    """
+    Sample one continuation per prompt and return ``[{"prompt", "settings", "text"}, ...]``.
+
+    ``text`` is the prompt followed by the generated continuation (decoded, special tokens dropped). An empty prompt
+    starts from the tokenizer's ``eos_token`` (the data layer puts ``<eos>`` between documents, so after it comes the
+    start of a document), or ``bos_token`` when there is no eos. ``generation_kwargs`` override the model's generation_config (e.g.
+    ``max_new_tokens=300, temperature=0.7``); ``settings`` records the values that were used. With `seed`, sampling
+    is reproducible and leaves the global random state untouched (so calling this during training does not change
+    the training run). The model's train/eval mode is restored afterwards.
+    """
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    device = next(model.parameters()).device
+    settings_source = model.generation_config.to_dict()
+    settings_source.update(generation_kwargs)
+    settings = {key: _to_json(settings_source[key]) for key in _SAMPLE_SETTINGS if settings_source.get(key) is not None}
+    if seed is not None:
+        settings["seed"] = seed
+
+    was_training = model.training
+    model.eval()
+    samples = []
+    fork_devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=fork_devices, device_type=device.type if fork_devices else "cuda"):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for prompt in prompts:
+                ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+                if not ids:
+                    start = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
+                    if start is None:
+                        raise ValueError("An empty prompt needs a tokenizer with an eos or bos token to start from.")
+                    ids = [start]
+                input_ids = torch.tensor([ids], device=device)
+                with torch.no_grad():
+                    output = model.generate(
+                        input_ids,
+                        attention_mask=torch.ones_like(input_ids),
+                        pad_token_id=tokenizer.pad_token_id,
+                        **generation_kwargs,
+                    )
+                continuation = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
+                samples.append({"prompt": prompt, "settings": dict(settings), "text": prompt + continuation})
+    finally:
+        model.train(was_training)
+    return samples
+
+
+__all__ = [
+    "LOSS_CURVE_FILE",
+    "REQUIRED_SUMMARY_KEYS",
+    "SUMMARY_FILE",
+    "generate_samples",
+    "plot_loss_curve",
+    "read_training_summary",
+    "write_training_summary",
+]

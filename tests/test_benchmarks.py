@@ -1,0 +1,236 @@
+"""Tests for the training-speed and quality benchmarks (hf_charrnn.benchmark_training / benchmark_quality).
+
+The fast tests check the pieces against hand computations (the tutorial recipe's last-character loss, its window
+sampling, the timing arithmetic, the budget stop, the scoring helpers); the slow ones run both scripts end to end with
+tiny models and budgets and check the JSON they print.
+"""
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import TrainerControl, TrainerState, TrainingArguments
+
+from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn.benchmark_quality import (
+    TutorialCharLSTM,
+    WallClockBudget,
+    carried_state_bpc,
+    sample_windows,
+    tutorial_loss,
+    tutorial_to_charrnn,
+    validation_stream,
+    windowed_bpc,
+)
+from hf_charrnn.benchmark_training import StepTimes, random_blocks, timed_rate
+from hf_charrnn.evaluation import score_stream
+from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+
+def tiny_tutorial(seed: int = 0, vocab_size: int = 7) -> TutorialCharLSTM:
+    torch.manual_seed(seed)
+    return TutorialCharLSTM(vocab_size, embedding_dim=3, hidden_size=5, num_layers=2)
+
+
+# ----------------------------------------------------------------------------------
+# The tutorial recipe
+# ----------------------------------------------------------------------------------
+
+
+def test_tutorial_loss_is_the_cross_entropy_of_the_last_character_only():
+    model = tiny_tutorial()
+    windows = torch.randint(0, 7, (4, 6), generator=torch.Generator().manual_seed(1))
+    loss = tutorial_loss(model, windows)
+
+    # By hand: run the layers over the 5 input characters, take the LAST output, and score only the 6th character.
+    outputs, _ = model.lstm(model.embedding(windows[:, :5]))
+    logits = model.head(outputs[:, -1])
+    expected = torch.stack([torch.logsumexp(logits[i], 0) - logits[i, windows[i, 5]] for i in range(4)]).mean()
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+    # Gradient of the output bias, by hand: mean over the batch of softmax(last logits) - one_hot(last character).
+    # A loss over every position would add the other positions' terms to it.
+    loss.backward()
+    probabilities = torch.softmax(logits.detach(), dim=-1)
+    expected_grad = (probabilities - F.one_hot(windows[:, 5], 7).float()).mean(0)
+    assert torch.allclose(model.head.bias.grad, expected_grad, atol=1e-6)
+
+
+def test_tutorial_model_predicts_one_character_per_window():
+    """The model gives one prediction per window (the character after it), so the loss has one target per window."""
+    model = tiny_tutorial()
+    windows = torch.randint(0, 7, (3, 9), generator=torch.Generator().manual_seed(2))
+    assert model(windows[:, :-1]).shape == (3, 7)
+    other_last = windows.clone()
+    other_last[:, -1] = (windows[:, -1] + 1) % 7
+    assert not torch.allclose(tutorial_loss(model, windows), tutorial_loss(model, other_last))
+
+
+def test_sample_windows_takes_contiguous_slices_starting_anywhere():
+    stream = torch.arange(30)
+    windows = sample_windows(stream, 2000, 10, torch.Generator().manual_seed(0))
+    assert windows.shape == (2000, 11)
+    assert bool((windows[:, 1:] - windows[:, :-1] == 1).all())  # contiguous
+    starts = set(windows[:, 0].tolist())
+    assert starts == set(range(30 - 10))  # step 1: every start whose window + target fits, and only those
+    with pytest.raises(ValueError, match="too few"):
+        sample_windows(torch.arange(5), 1, 10, torch.Generator())
+
+
+def test_tutorial_model_copied_into_charrnn_predicts_the_same():
+    model = tiny_tutorial()
+    tokenizer = build_char_tokenizer(["abc"])  # 3 characters + 4 special tokens = 7
+    charrnn = tutorial_to_charrnn(model, tokenizer)
+    windows = torch.randint(0, 7, (4, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = model(windows)
+        got = charrnn(input_ids=windows, use_cache=False).logits[:, -1]
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert charrnn.config.eos_token_id == tokenizer.eos_token_id
+
+
+# ----------------------------------------------------------------------------------
+# Scoring helpers
+# ----------------------------------------------------------------------------------
+
+
+def test_windowed_bpc_scores_each_character_from_the_window_before_it():
+    torch.manual_seed(0)
+    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=9, hidden_size=8, embedding_dim=4, num_layers=1)).eval()
+    ids = torch.randint(0, 9, (40,), generator=torch.Generator().manual_seed(4))
+    window, predictions = 6, 10
+    nats = 0.0
+    with torch.no_grad():
+        for t in range(window, window + predictions):  # one zero-state forward per predicted character
+            logits = model(input_ids=ids[None, t - window : t], use_cache=False).logits[0, -1]
+            nats -= float(torch.log_softmax(logits, -1)[ids[t]])
+    expected = nats / math.log(2) / predictions
+    assert windowed_bpc(model, ids, window, predictions, batch_size=3) == pytest.approx(expected, rel=1e-5)
+
+
+def test_carried_state_bpc_and_validation_cap():
+    torch.manual_seed(0)
+    tokenizer = build_char_tokenizer(["to be or not"])
+    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=len(tokenizer), hidden_size=8, embedding_dim=4,
+                                             num_layers=1, eos_token_id=tokenizer.eos_token_id)).eval()
+    split = [{"text": "to be or not to be"}, {"text": "not to be"}]
+    ids, characters = validation_stream(split, tokenizer)
+    assert characters == len("to be or not to be") + 1 + len("not to be") + 1
+    capped_ids, capped_characters = validation_stream(split, tokenizer, max_chars=10)
+    assert capped_ids.tolist() == ids[:11].tolist() and capped_characters == 10
+    result = carried_state_bpc(model, ids, characters, batch_size=1)
+    scores = score_stream(model, ids)
+    assert result["bpc"] == pytest.approx(scores["nats"] / math.log(2) / characters)
+
+
+# ----------------------------------------------------------------------------------
+# Timing and budgets
+# ----------------------------------------------------------------------------------
+
+
+def test_timed_rate_excludes_the_warm_up_steps():
+    times = [10.0, 11.0, 11.5, 12.0, 12.5]  # the end of each of 5 steps
+    rate = timed_rate(times, warmup_steps=2, steps=3, tokens_per_step=100)
+    assert rate["seconds"] == pytest.approx(1.5)  # from the end of step 2 to the end of step 5
+    assert rate["chars_per_s"] == pytest.approx(300 / 1.5)
+    assert rate["chars_per_s_median_step"] == pytest.approx(100 / 0.5)  # steps of 0.5, 0.5, 0.5 s
+    with pytest.raises(RuntimeError, match="Only 5 steps"):
+        timed_rate(times, warmup_steps=2, steps=4, tokens_per_step=100)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        timed_rate(times, warmup_steps=0, steps=3, tokens_per_step=100)
+
+
+def test_step_times_records_trainer_and_bptt_steps():
+    timer = StepTimes()
+    timer.on_step_end(None, None, None)
+    timer({"step": 2})
+    assert len(timer.times) == 2 and timer.times[0] <= timer.times[1]
+
+
+def test_random_blocks_are_contiguous_slices():
+    blocks = random_blocks(torch.arange(100), 16, 8, torch.Generator().manual_seed(0))
+    assert blocks.shape == (16, 8) and bool((blocks[:, 1:] - blocks[:, :-1] == 1).all())
+
+
+def test_wall_clock_budget_stops_training_once_spent(tmp_path):
+    budget = WallClockBudget(budget_seconds=0.05)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    state, control = TrainerState(max_steps=100), TrainerControl()
+    budget.on_train_begin(args, state, control)
+    state.global_step = 1
+    budget.on_step_end(args, state, control)
+    assert not control.should_training_stop
+    time.sleep(0.06)
+    state.global_step = 2
+    budget.on_step_end(args, state, control)
+    assert control.should_training_stop and budget.stopped_early and budget.elapsed >= 0.05
+
+
+# ----------------------------------------------------------------------------------
+# End to end (tiny sizes)
+# ----------------------------------------------------------------------------------
+
+
+def run_script(name: str, *argv: str) -> dict:
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / name), *argv], check=False, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout)  # stdout holds only the JSON (progress goes to stderr)
+
+
+@pytest.mark.slow
+def test_bench_train_reports_every_path_and_the_ratios():
+    result = run_script(
+        "bench_train.py", "--hidden_size", "16", "--embedding_dim", "8", "--batch_size", "4", "--seq_len", "16",
+        "--steps", "3", "--warmup_steps", "1", "--threads", "1", "--dataset", "shakespeare:the-comedy-of-errors",
+    )
+    for path in ("trainer", "accelerate", "plain_charrnn", "plain_nn_lstm"):
+        assert result[path]["chars_per_s"] > 0, path
+    for run in ("first_run", "second_run"):
+        assert result["plain_charrnn"][run]["steps"] == 3
+    plain = result["plain_charrnn"]["chars_per_s"]
+    assert result["trainer_over_plain"] == pytest.approx(result["trainer"]["chars_per_s"] / plain, rel=1e-2)
+    assert result["accelerate_over_plain"] == pytest.approx(result["accelerate"]["chars_per_s"] / plain, rel=1e-2)
+    assert result["trainer_over_plain_median_step"] > 0 and result["accelerate_over_plain_median_step"] > 0
+    assert result["batch_size"] == 4 and result["seq_len"] == 16 and result["threads"] == 1
+
+
+@pytest.mark.slow
+def test_bench_quality_trains_each_recipe_within_its_budget_and_scores_it():
+    budget = 2.0
+    result = run_script(
+        "bench_quality.py", "--budget_seconds", str(budget), "--dataset", "shakespeare:the-comedy-of-errors",
+        "--hidden_size", "16", "--embedding_dim", "8", "--batch_size", "4", "--block_size", "16",
+        "--tutorial_batch_size", "8", "--window", "10", "--max_eval_chars", "1000", "--window_eval_predictions", "100",
+        "--sample_length", "10", "--threads", "1",
+    )
+    recipes = result["recipes"]
+    assert set(recipes) == {"tutorial", "default", "bptt"}
+    for name, info in recipes.items():
+        assert math.isfinite(info["bpc"]) and 0 < info["bpc"] < 10, name
+        assert math.isfinite(info["windowed_bpc"]), name
+        assert info["steps"] >= 1 and info["sample"].startswith("ROMEO:"), name
+        assert info["train_seconds"] <= budget * 1.5 + 1.0, name  # stopped at the budget (plus one step)
+    tutorial = recipes["tutorial"]
+    assert tutorial["train_seconds"] >= budget  # its loop trains until the budget is spent
+    assert tutorial["predictions_trained"] == tutorial["steps"] * 8  # one target per window: the last character
+    assert tutorial["hyperparameters"]["loss"] == "last character only"
+    assert result["scoring"]["validation_characters"] == 1000
+    assert result["tutorial_minus_default_bpc"] == pytest.approx(
+        recipes["tutorial"]["bpc"] - recipes["default"]["bpc"], abs=2e-4)
+    assert result["default_minus_bptt_bpc"] == pytest.approx(recipes["default"]["bpc"] - recipes["bptt"]["bpc"],
+                                                             abs=2e-4)
+    assert result["calibration"]["planned_steps"] == recipes["default"]["planned_steps"] == recipes["bptt"][
+        "planned_steps"]

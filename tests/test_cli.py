@@ -1,0 +1,100 @@
+"""The `hf-charrnn` command as a user runs it: real subprocesses, real checkpoints."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import tiny_model
+from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+
+CORPUS = "O Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n"
+
+
+def hf_charrnn(*args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "hf_charrnn.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=timeout, env=environment)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    tokenizer = build_char_tokenizer([CORPUS])
+    model = tiny_model(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path_factory.mktemp("model")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_the_console_script_is_installed_and_lists_its_commands():
+    script = Path(sys.executable).parent / "hf-charrnn"
+    assert script.exists() or shutil.which("hf-charrnn")
+    result = hf_charrnn("--help")
+    assert result.returncode == 0
+    for command in ("demo", "train", "train-accelerate", "generate", "evaluate", "push"):
+        assert f"  {command} " in result.stdout
+
+
+def test_greedy_generation_prints_what_generate_returns(checkpoint):
+    result = hf_charrnn("generate", str(checkpoint), "--prompt", "Romeo", "--greedy", "--max_new_tokens", "30")
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    ids = model.generate(**tokenizer("Romeo", return_tensors="pt"), do_sample=False, max_new_tokens=30)
+    assert result.stdout.rstrip("\n") == tokenizer.decode(ids[0], skip_special_tokens=True).rstrip("\n")
+
+
+def test_seeded_samples_repeat_and_several_samples_are_numbered(checkpoint):
+    options = ("generate", str(checkpoint), "--prompt", "thy", "--seed", "5", "--num_samples", "3",
+               "--temperature", "1.5", "--max_new_tokens", "40")
+    first, second = hf_charrnn(*options), hf_charrnn(*options)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert [line for line in first.stdout.splitlines() if line.startswith("--- sample")] == [
+        "--- sample 1 ---", "--- sample 2 ---", "--- sample 3 ---"]
+
+
+def test_prompt_from_standard_input_and_unknown_characters_warn(checkpoint):
+    result = hf_charrnn("generate", str(checkpoint), "--prompt", "-", "--greedy", "--max_new_tokens", "5",
+                        stdin="Romeo ☃☃ Zed")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Romeo ")
+    assert "warning (prompt): 3 characters (2 distinct: '☃', 'Z') are not in the tokenizer's vocabulary" in result.stderr
+
+
+def test_beam_search_from_the_command_line(checkpoint):
+    result = hf_charrnn("generate", str(checkpoint), "--prompt", "Deny", "--num_beams", "3", "--max_new_tokens", "8",
+                        "--no_stream")
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    ids = model.generate(**tokenizer("Deny", return_tensors="pt"), do_sample=False, num_beams=3, max_new_tokens=8)
+    assert result.stdout.strip() == tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+
+
+def test_bad_input_is_one_line_not_a_traceback(tmp_path):
+    missing = hf_charrnn("generate", str(tmp_path / "no-such-model"), "--prompt", "x")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
+    unknown = hf_charrnn("fly")
+    assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_demo_trains_saves_and_the_result_loads(tmp_path):
+    """The README's main command, shortened to a few steps: full corpus, evaluation, sample, saved model."""
+    output_dir = tmp_path / "demo"
+    result = hf_charrnn("demo", "--max_steps", "4", "--output_dir", str(output_dir), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "bits per character" in result.stdout
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    assert model.config.hidden_size == 256 and len(tokenizer) == model.config.vocab_size
+    text = tokenizer.decode(model.generate(**tokenizer("ROMEO:", return_tensors="pt"), max_new_tokens=20)[0])
+    assert text.startswith("ROMEO:")
+    assert (output_dir / "training_summary.json").exists() and (output_dir / "loss_curve.png").exists()

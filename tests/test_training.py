@@ -1,0 +1,352 @@
+"""The Trainer path (hf_charrnn.training): a real Trainer on tiny models and a small generated corpus.
+
+Fast tests run `train()` / `main()` in this process; the slow ones run `scripts/train.py` in a subprocess and kill or
+interrupt it mid-run, then resume.
+"""
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, default_data_collator
+
+import hf_charrnn  # noqa: F401  (registers the Auto classes)
+from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
+from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+from hf_charrnn.training import (
+    CharRNNTrainer,
+    TrainingDivergedError,
+    default_training_arguments,
+    last_complete_checkpoint,
+    main,
+    parse_arguments,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = "the king queen sword crown night day love death blood heart speak hear come go fair foul".split()
+
+
+def make_text(seed: int, lines: int) -> str:
+    """Verse-like text a tiny model learns quickly: short lines of a small vocabulary."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(lines):
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7)))
+        out.append(line.capitalize() + rng.choice([",", ".", ";", "!"]))
+    return "\n".join(out) + "\n"
+
+
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("corpus")
+    train_file, validation_file = folder / "train.txt", folder / "validation.txt"
+    train_file.write_text(make_text(0, 600), encoding="utf-8")  # about 20 k characters
+    validation_file.write_text(make_text(1, 60), encoding="utf-8")
+    return {"train": str(train_file), "validation": str(validation_file)}
+
+
+TINY = ["--hidden_size", "32", "--embedding_dim", "16", "--num_layers", "1"]
+
+
+def tiny_argv(corpus, output_dir, *extra) -> list[str]:
+    return [
+        "--train_file", corpus["train"], "--validation_file", corpus["validation"],
+        *TINY,
+        "--output_dir", str(output_dir),
+        "--block_size", "32", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64",
+        "--learning_rate", "0.01", "--max_steps", "40", "--eval_steps", "20", "--save_steps", "20",
+        "--logging_steps", "5", "--sample_every_steps", "0", "--sample_length", "40",
+        "--report_to", "none", "--disable_tqdm", "true",
+        *extra,
+    ]
+
+
+def run(argv: list[str]):
+    """parse + train in this process, as main() does, returning the summary."""
+    return train(*parse_arguments(argv))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_train_end_to_end(corpus, tmp_path):
+    output_dir = tmp_path / "run"
+    summary = run(tiny_argv(corpus, output_dir, "--report_to", "tensorboard", "--sample_every_steps", "20"))
+
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) >= 8
+    assert losses[-1] < losses[0] - 0.5, losses  # it learns
+
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "generation_config.json",
+                 "training_summary.json", "loss_curve.png"):
+        assert (output_dir / name).is_file(), name
+    assert (output_dir / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(output_dir.glob("runs/*/events.out.tfevents.*")), "no TensorBoard log"
+
+    written = json.loads((output_dir / "training_summary.json").read_text())
+    assert set(REQUIRED_SUMMARY_KEYS) <= set(written)
+    assert written == json.loads(json.dumps(summary))
+    assert written["training_path"] == "trainer" and written["tokenizer"] == "char"
+    assert written["steps"] == 40 and written["loss_curve"] == "loss_curve.png"
+    validation = written["validation"]
+    assert validation["bpc"] == pytest.approx(validation["loss"] / math.log(2))  # char tokens: 1 token = 1 char
+    assert validation["perplexity"] == pytest.approx(math.exp(validation["loss"]))
+    assert validation["loss"] < losses[0] - 0.3
+    assert written["hyperparameters"]["hidden_size"] == 32 and written["hyperparameters"]["block_size"] == 32
+    assert written["samples"][0]["text"] and written["samples_during_training"][0]["step"] == 20
+
+    # The evaluations logged during training carry bpc and perplexity too.
+    evals = [entry for entry in history if "eval_loss" in entry]
+    assert evals and all("eval_bpc" in entry and "eval_perplexity" in entry for entry in evals)
+
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    assert model.generation_config.do_sample is True
+    ids = tokenizer("The king", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=20, do_sample=False)
+    assert out.shape[1] > ids["input_ids"].shape[1]
+    assert tokenizer.decode(out[0]).startswith("The king")
+
+
+def test_gradient_accumulation_matches_one_large_batch(tmp_path):
+    """2 micro-batches of 2 with accumulation give the weights of one batch of 4 (num_items_in_batch honoured)."""
+    tokenizer = build_char_tokenizer([make_text(0, 50)])
+    ids = tokenizer(make_text(0, 50))["input_ids"]
+    blocks = [ids[i * 24 : (i + 1) * 24] for i in range(4)]
+    dataset = Dataset.from_dict({"input_ids": blocks, "labels": blocks})
+
+    def one_step(batch_size: int, accumulation: int):
+        torch.manual_seed(0)
+        model = hf_charrnn.CharRNNForCausalLM(
+            hf_charrnn.CharRNNConfig(vocab_size=len(tokenizer), hidden_size=16, embedding_dim=8, num_layers=2)
+        )
+        initial = {name: p.detach().clone() for name, p in model.named_parameters()}
+        args = default_training_arguments(
+            output_dir=str(tmp_path / f"ga{accumulation}"), per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", learning_rate=1.0,
+            lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0, eval_strategy="no",
+            save_strategy="no", report_to="none", disable_tqdm=True,
+        )
+        trainer = CharRNNTrainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator)
+        trainer.train()
+        return initial, {name: p.detach().clone() for name, p in model.named_parameters()}
+
+    initial, large = one_step(4, 1)
+    _, accumulated = one_step(2, 2)
+    assert any(not torch.allclose(initial[name], large[name]) for name in large)  # the step did something
+    for name in large:
+        torch.testing.assert_close(accumulated[name], large[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+class PoisonWeights(TrainerCallback):
+    """Set the output layer to NaN just before step `step` runs."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step + 1 == self.step:
+            with torch.no_grad():
+                model.lm_head.weight.fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path):
+    output_dir = tmp_path / "nan"
+    model_args, data_args, training_args = parse_arguments(
+        tiny_argv(corpus, output_dir, "--save_steps", "3", "--eval_steps", "3", "--save_total_limit", "10")
+    )
+    with pytest.raises(TrainingDivergedError) as caught:
+        train(model_args, data_args, training_args, callbacks=[PoisonWeights(step=7)])
+    message = str(caught.value)
+    assert "at step 7" in message and "nan" in message.lower()
+    assert caught.value.step == 7
+    assert caught.value.last_checkpoint == str(output_dir / "checkpoint-6")
+    assert str(output_dir / "checkpoint-6") in message
+
+    checkpoints = sorted(p.name for p in output_dir.glob("checkpoint-*"))
+    assert checkpoints == ["checkpoint-3", "checkpoint-6"]  # nothing saved at or after the bad step
+    assert not (output_dir / "model.safetensors").exists()  # no final model either
+    weights = load_file(output_dir / "checkpoint-6" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_early_stopping_stops_when_validation_stops_improving(corpus, tmp_path):
+    # A learning rate of zero: the validation loss never improves, so patience 1 stops after the second evaluation.
+    summary = run(tiny_argv(corpus, tmp_path / "early", "--learning_rate", "0", "--eval_steps", "5",
+                            "--save_steps", "5", "--early_stopping_patience", "1", "--warmup_steps", "0"))
+    assert summary["steps"] == 10
+
+
+def test_fine_tuning_warns_about_characters_the_tokenizer_lacks(corpus, tmp_path, caplog):
+    base = tmp_path / "base"
+    tokenizer = build_char_tokenizer([make_text(0, 50).replace("k", "")])  # no "k" ("king", "speak")
+    hf_charrnn.CharRNNForCausalLM(
+        hf_charrnn.CharRNNConfig(vocab_size=len(tokenizer), hidden_size=16, embedding_dim=8, num_layers=1)
+    ).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+
+    with caplog.at_level("WARNING", logger="hf_charrnn"):
+        summary = run(tiny_argv(corpus, tmp_path / "tuned", "--model_name_or_path", str(base), "--max_steps", "4",
+                                "--eval_steps", "4", "--save_steps", "4", "--hidden_size", "64"))
+    warning = " ".join(record.getMessage() for record in caplog.records)
+    assert "not in the tokenizer's vocabulary" in warning and "'k'" in warning
+    assert "ignoring --hidden_size" in warning  # the loaded model keeps its shape
+    assert summary["hyperparameters"]["hidden_size"] == 16
+    assert summary["hyperparameters"]["fine_tuned_from"] == str(base)
+
+
+def test_word_tokenizer_reports_bits_per_character(corpus, tmp_path):
+    summary = run(tiny_argv(corpus, tmp_path / "word", "--tokenizer", "word", "--max_steps", "4",
+                            "--eval_steps", "4", "--save_steps", "4", "--block_size", "8"))
+    assert summary["tokenizer"] == "word"
+    validation = summary["validation"]
+    # A word token covers several characters: fewer bits per character than per token.
+    assert validation["bpc"] < validation["loss"] / math.log(2) / 1.5
+
+
+def test_defaults_fill_only_what_the_user_did_not_pass():
+    _, data_args, args = parse_arguments(["--learning_rate", "5e-05", "--eval_steps", "7", "--report_to", "none"])
+    assert args.learning_rate == 5e-05  # the user's value, though it is transformers' default
+    assert args.eval_steps == 7 and args.save_steps == 7  # checkpoints follow evaluations
+    assert args.per_device_train_batch_size == 64 and args.lr_scheduler_type == "cosine"
+    assert args.report_to == [] or args.report_to == "none" or args.report_to == ["none"]
+    assert data_args.dataset == "shakespeare" and data_args.block_size == 128
+
+    _, _, args = parse_arguments(["--early_stopping_patience", "2"])
+    assert args.load_best_model_at_end and args.metric_for_best_model == "eval_loss"
+    assert args.report_to == ["tensorboard"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing_train_file", "empty_train_file", "missing_text_column", "empty_validation_split", "text_too_short"],
+)
+def test_bad_input_prints_one_line_error(case, corpus, tmp_path, capsys):
+    if case == "missing_train_file":
+        argv = ["--train_file", str(tmp_path / "nope.txt")]
+        expected = "does not exist"
+    elif case == "empty_train_file":
+        (tmp_path / "empty.txt").write_text("")
+        argv = ["--train_file", str(tmp_path / "empty.txt")]
+        expected = "is empty"
+    elif case == "missing_text_column":
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "train.csv").write_text("content\nhello there\nmore text\n")
+        argv = ["--dataset", str(tmp_path / "data")]
+        expected = "has no column 'text'"
+    elif case == "empty_validation_split":
+        (tmp_path / "data").mkdir()
+        (tmp_path / "data" / "train.csv").write_text("text\nhello there\nmore text\n")
+        (tmp_path / "data" / "validation.csv").write_text('text\n""\n')
+        argv = ["--dataset", str(tmp_path / "data")]
+        expected = "'validation' split is empty"
+    else:
+        (tmp_path / "short.txt").write_text("Too short.\n")
+        argv = ["--train_file", corpus["train"], "--validation_file", str(tmp_path / "short.txt")]
+        expected = "yields no block"
+    status = main(argv + ["--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "error: " in captured.err and expected in captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Killed and interrupted runs (subprocesses)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def start_training(argv: list[str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "w")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "scripts" / "train.py"), *argv], stdout=log, stderr=subprocess.STDOUT, env=env
+    )
+
+
+def wait_for_checkpoint(output_dir: Path, step: int, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (output_dir / f"checkpoint-{step}" / "trainer_state.json").exists():
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"the training process ended (status {process.returncode}) before checkpoint-{step}")
+        time.sleep(0.02)
+    process.kill()
+    raise AssertionError(f"no checkpoint-{step} after {timeout} s")
+
+
+STEPS = 80
+
+
+def slow_argv(corpus, output_dir) -> list[str]:
+    # Long enough that the run is still going when the test stops it after checkpoint 10 or 20.
+    return tiny_argv(corpus, output_dir, "--max_steps", str(STEPS), "--save_steps", "10", "--eval_steps", str(STEPS),
+                     "--save_total_limit", "50", "--learning_rate", "0.005")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(corpus, tmp_path, capsys):
+    reference = run(slow_argv(corpus, tmp_path / "reference"))
+
+    output_dir = tmp_path / "killed"
+    argv = slow_argv(corpus, output_dir)
+    process = start_training(argv, tmp_path / "killed.log")
+    wait_for_checkpoint(output_dir, 20, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert not (output_dir / "training_summary.json").exists()
+    last = last_complete_checkpoint(output_dir)
+    assert last is not None
+    killed_at = int(last.rsplit("-", 1)[1])
+    assert 20 <= killed_at < STEPS
+    # A checkpoint cut short by the kill (no trainer_state.json) must be skipped, not resumed from.
+    partial = output_dir / f"checkpoint-{killed_at + 5}"
+    partial.mkdir()
+    (partial / "config.json").write_text("{}")
+
+    assert main(argv) == 0  # the same command again: resumes from the last complete checkpoint
+    assert "Resuming from" in capsys.readouterr().out
+    resumed = json.loads((output_dir / "training_summary.json").read_text())
+    assert resumed["hyperparameters"]["resumed_from"] == last
+    assert resumed["steps"] == reference["steps"] == STEPS
+    assert resumed["validation"]["loss"] == pytest.approx(reference["validation"]["loss"], rel=0.01)
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_resumes(corpus, tmp_path, capsys):
+    output_dir = tmp_path / "interrupted"
+    argv = slow_argv(corpus, output_dir)
+    process = start_training(argv, tmp_path / "interrupted.log")
+    wait_for_checkpoint(output_dir, 10, process)
+    process.send_signal(signal.SIGINT)
+    status = process.wait(timeout=60)
+    log = (tmp_path / "interrupted.log").read_text()
+    assert status == 130, log
+    assert "Traceback" not in log
+    assert "checkpoint saved to" in log
+    last = last_complete_checkpoint(output_dir)
+    step = int(last.rsplit("-", 1)[1])
+    assert 10 <= step < STEPS
+    state = json.loads((Path(last) / "trainer_state.json").read_text())
+    assert state["global_step"] == step
+    assert not (output_dir / "training_summary.json").exists()
+
+    assert main(argv + ["--resume_from_checkpoint", last]) == 0
+    summary = json.loads((output_dir / "training_summary.json").read_text())
+    assert summary["steps"] == STEPS and summary["hyperparameters"]["resumed_from"] == last
+    assert math.isfinite(summary["validation"]["loss"])

@@ -1,0 +1,379 @@
+"""Tests for the stateful truncated-BPTT training loop (hf_charrnn.training_accelerate)."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+from safetensors.torch import load_file
+from torch.nn import functional as F
+
+from hf_charrnn import CharRNNCache, CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn.data import batchify, tokenize_stream
+from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+from hf_charrnn.training import ModelArguments, TrainingDivergedError, TrainingInterrupted, TrainingSetupError
+from hf_charrnn.training_accelerate import (
+    BPTTArguments,
+    BPTTDataArguments,
+    list_checkpoints,
+    main,
+    resolve_checkpoint,
+    train_bptt,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+
+TEXT = (
+    "FIRST CITIZEN:\nBefore we proceed any further, hear me speak.\n\n"
+    "ALL:\nSpeak, speak.\n\n"
+    "FIRST CITIZEN:\nYou are all resolved rather to die than to famish?\n\n"
+    "ALL:\nResolved. resolved.\n\n"
+)
+
+
+def corpus() -> DatasetDict:
+    """A small in-memory corpus: several documents, so the stream has <eos> separators."""
+    train = [TEXT * 3, TEXT.upper() * 2, TEXT[::-1] * 2]
+    return DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": train}),
+            "validation": Dataset.from_dict({"text": [TEXT[40:400], TEXT[:200]]}),
+            "test": Dataset.from_dict({"text": [TEXT[100:300]]}),
+        }
+    )
+
+
+TOKENIZER = build_char_tokenizer([TEXT, TEXT.upper(), TEXT[::-1]])
+
+
+def tiny_model(seed: int = 0, **overrides) -> CharRNNForCausalLM:
+    torch.manual_seed(seed)
+    options = dict(vocab_size=len(TOKENIZER), hidden_size=16, embedding_dim=8, num_layers=2, dropout=0.1)
+    options.update(overrides)
+    return CharRNNForCausalLM(CharRNNConfig(**options))
+
+
+def quiet(**overrides) -> dict:
+    """Fast, quiet options for tests: no TensorBoard, no progress bar, no samples during training."""
+    options = dict(
+        batch_size=4, bptt_length=16, report_to="none", disable_tqdm=True, sample_steps=0, eval_steps=0,
+        logging_steps=1, sample_max_new_tokens=10, eval_batch_size=2,
+    )
+    options.update(overrides)
+    return options
+
+
+def run(output_dir, seed=0, model=None, **overrides):
+    return train_bptt(
+        model=model if model is not None else tiny_model(seed),
+        tokenizer=TOKENIZER,
+        dataset=corpus(),
+        dataset_name="test corpus",
+        **quiet(output_dir=str(output_dir), **overrides),
+    )
+
+
+def weights(folder) -> dict:
+    return load_file(str(Path(folder) / "model.safetensors"))
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The loop itself
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_state_is_carried_and_detached_between_batches(tmp_path):
+    """Each step's loss equals a hand-written stateful-BPTT loop (state carried, detached), and differs from a loop
+    that restarts every batch from zeros."""
+    steps = 8
+    recorded = []
+    run(tmp_path / "run", model=tiny_model(dropout=0.0), max_steps=steps, lr_scheduler_type="constant",
+        max_grad_norm=1.0, save_steps=0, callback=lambda info: recorded.append(info["loss"]))
+
+    def manual(carry: bool) -> list[float]:
+        model = tiny_model(dropout=0.0).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+        rows = batchify(tokenize_stream(corpus()["train"], TOKENIZER), 4)
+        cache, losses = CharRNNCache.zeros(model.config, 4), []
+        for k in range(steps):
+            x, y = rows[:, k * 16 : (k + 1) * 16], rows[:, k * 16 + 1 : (k + 1) * 16 + 1]
+            if not carry:
+                cache = CharRNNCache.zeros(model.config, 4)
+            out = model(input_ids=x, past_key_values=cache, use_cache=True)
+            loss = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), y.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            cache = out.past_key_values.detach()
+            losses.append(loss.item())
+        return losses
+
+    carried = manual(carry=True)
+    assert recorded == pytest.approx(carried, abs=1e-6)
+    reset = manual(carry=False)
+    assert recorded[0] == pytest.approx(reset[0], abs=1e-6)  # the first batch starts from zeros either way
+    assert max(abs(a - b) for a, b in zip(recorded[1:], reset[1:])) > 1e-4
+
+
+def test_outputs_summary_and_loadable_model(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "run"
+    run(out, max_steps=6, eval_steps=3, save_steps=3, sample_steps=3, report_to="tensorboard")
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                 "training_summary.json", "loss_curve.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "training_summary.json").read_text())
+    assert saved["training_path"] == "accelerate_bptt"
+    assert saved["tokenizer"] == "char"
+    assert saved["steps"] == 6
+    assert set(saved["validation"]) == {"loss", "bpc", "perplexity"}
+    assert "test" in saved
+    assert saved["hyperparameters"]["bptt_length"] == 16
+    assert saved["samples"] and saved["samples"][0]["text"]
+    assert list(out.glob("runs/**/events.out.tfevents.*"))
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3", "checkpoint-6"]
+    history = json.loads((out / "log_history.json").read_text())
+    assert [e["step"] for e in history if "eval_loss" in e] == [3, 6]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert model.config.vocab_size == len(tokenizer)
+    # Char tokenizer: bpc = loss / ln 2 (every token, <eos> included, is one character).
+    assert saved["validation"]["bpc"] == pytest.approx(saved["validation"]["loss"] / 0.6931471805599453, rel=1e-9)
+
+
+def test_validation_numbers_equal_evaluate_dataset(tmp_path):
+    """The loop's final validation score is hf_charrnn.evaluation's, on the saved model."""
+    from hf_charrnn.evaluation import evaluate_dataset
+
+    out = tmp_path / "run"
+    summary = run(out, max_steps=3, save_steps=0, eval_batch_size=1)
+    model = CharRNNForCausalLM.from_pretrained(out)
+    expected = evaluate_dataset(model, TOKENIZER, corpus()["validation"], batch_size=1)
+    assert summary["validation"]["loss"] == pytest.approx(expected["loss"], abs=1e-6)
+    assert summary["validation"]["bpc"] == pytest.approx(expected["bpc"], abs=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Exact resume
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_resume_after_max_steps_is_exact(tmp_path):
+    """N steps, then resume to 2N: the same weights and validation loss as 2N steps in one go (bitwise on CPU)."""
+    options = dict(lr_scheduler_type="constant", gradient_accumulation_steps=2, save_steps=100)
+    full = run(tmp_path / "full", max_steps=20, **options)
+    first = run(tmp_path / "parts", max_steps=10, **options)
+    assert first["checkpoint"].endswith("checkpoint-10")
+    resumed = run(tmp_path / "parts", max_steps=20, resume_from_checkpoint="latest", **options)
+    assert_same_weights(tmp_path / "full", tmp_path / "parts")
+    assert resumed["validation"]["loss"] == full["validation"]["loss"]
+    assert resumed["train_loss"] == full["train_loss"]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
+    """SIGINT mid-epoch (cosine schedule, dropout, accumulation, several epochs): a checkpoint is saved, the run
+    raises TrainingInterrupted, and resuming ends bitwise equal to an uninterrupted run."""
+    options = dict(max_steps=40, gradient_accumulation_steps=2, save_steps=100, eval_steps=10, sample_steps=15)
+    full = run(tmp_path / "full", **options)
+    assert full["epochs"] > 2  # the resume crosses epoch boundaries (state reset at each epoch start)
+
+    def interrupt(info):
+        if info["step"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted, match="step 7") as stopped:
+        run(tmp_path / "parts", callback=interrupt, **options)
+    assert stopped.value.exit_code == 130
+    assert Path(stopped.value.checkpoint).name == "checkpoint-7"
+    assert not (tmp_path / "parts" / "model.safetensors").exists()
+    state = json.loads((tmp_path / "parts" / "checkpoint-7" / "bptt_state.json").read_text())
+    assert state["state"]["step"] == 7 and state["state"]["block"] > 0
+    assert (tmp_path / "parts" / "checkpoint-7" / "rnn_state.pt").is_file()
+    # The default handlers are back after the run.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    resumed = run(tmp_path / "parts", **options)  # finds checkpoint-7 in output_dir by itself
+    assert_same_weights(tmp_path / "full", tmp_path / "parts")
+    assert resumed["validation"] == full["validation"]
+    history = json.loads((tmp_path / "parts" / "log_history.json").read_text())
+    assert history == json.loads((tmp_path / "full" / "log_history.json").read_text())
+
+
+def test_overwrite_output_dir_starts_over(tmp_path):
+    run(tmp_path / "run", max_steps=4, save_steps=2)
+    summary = train_bptt(
+        None, None, BPTTDataArguments(overwrite_output_dir=True), model=tiny_model(), tokenizer=TOKENIZER,
+        dataset=corpus(), **quiet(output_dir=str(tmp_path / "run"), max_steps=2, save_steps=2),
+    )
+    assert summary["steps"] == 2
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Failures
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_nan_loss_stops_naming_the_step_without_saving_after_it(tmp_path):
+    model = tiny_model()
+    calls = {"n": 0}
+
+    def poison(module, inputs, output):
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] >= 4 else output
+
+    model.lm_head.register_forward_hook(poison)
+    with pytest.raises(TrainingDivergedError, match="step 4") as error:
+        run(tmp_path / "run", model=model, max_steps=10, save_steps=2)
+    assert error.value.step == 4
+    assert Path(error.value.last_checkpoint).name == "checkpoint-2"
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    assert not (tmp_path / "run" / "training_summary.json").exists()
+
+
+def test_mixed_precision_is_checked_on_this_hardware(tmp_path):
+    """bf16 where the recurrent kernels have it (a GRU on most CPUs); a clear error where they do not."""
+    from hf_charrnn.training_accelerate import _mixed_precision_works
+
+    for cell_type in ("gru", "lstm"):
+        model = tiny_model(cell_type=cell_type)
+        if _mixed_precision_works("bf16", "cpu", cell_type):
+            summary = run(tmp_path / cell_type, model=model, max_steps=3, save_steps=0, mixed_precision="bf16")
+            assert summary["hyperparameters"]["mixed_precision"] == "bf16"
+            assert math.isfinite(summary["validation"]["loss"])
+        else:
+            with pytest.raises(TrainingSetupError, match="mixed_precision='bf16' does not work"):
+                run(tmp_path / cell_type, model=model, max_steps=3, mixed_precision="bf16")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(bptt_length=-1), "bptt_length"),
+        (dict(optimizer="sgd"), "optimizer"),
+        (dict(mixed_precision="fp8"), "mixed_precision"),
+        (dict(max_steps=-1, num_train_epochs=0), "num_train_epochs"),
+        (dict(learning_rate=0.0), "learning_rate"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        BPTTArguments(**options)
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    with pytest.raises(TypeError, match="Unknown training option"):
+        run(tmp_path / "a", max_steps=1, block_size=3)
+    with pytest.raises(TypeError, match="BPTTArguments"):
+        train_bptt(ModelArguments())
+    with pytest.raises(TrainingSetupError, match="too few for batch_size"):
+        run(tmp_path / "b", max_steps=1, batch_size=64, bptt_length=512)
+    with pytest.raises(TrainingSetupError, match="no complete checkpoint"):
+        run(tmp_path / "c", max_steps=1, resume_from_checkpoint="latest")
+    with pytest.raises(TrainingSetupError, match="not a complete checkpoint"):
+        run(tmp_path / "d", max_steps=1, resume_from_checkpoint=str(tmp_path))
+    with pytest.raises(TrainingSetupError, match="vocab_size"):
+        run(tmp_path / "e", model=tiny_model(vocab_size=5), max_steps=1)
+    with pytest.raises(TrainingSetupError, match="lr_scheduler_type"):
+        run(tmp_path / "f", max_steps=1, lr_scheduler_type="zigzag")
+    no_validation = DatasetDict({"train": corpus()["train"]})
+    with pytest.raises(TrainingSetupError, match="validation"):
+        train_bptt(model=tiny_model(), tokenizer=TOKENIZER, dataset=no_validation, **quiet(output_dir=str(tmp_path)))
+
+
+def test_resume_with_another_layout_is_refused(tmp_path):
+    run(tmp_path / "run", max_steps=2, save_steps=2)
+    with pytest.raises(TrainingSetupError, match="bptt_length=16 \\(now 8\\)"):
+        run(tmp_path / "run", max_steps=4, bptt_length=8)
+    assert resolve_checkpoint("latest", tmp_path / "run").name == "checkpoint-2"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def write_corpus_files(folder: Path) -> tuple[Path, Path]:
+    train, validation = folder / "train.txt", folder / "valid.txt"
+    train.write_text(TEXT * 6, encoding="utf-8")
+    validation.write_text(TEXT[:300], encoding="utf-8")
+    return train, validation
+
+
+def cli_arguments(train, validation, output_dir) -> list[str]:
+    return [
+        "--train_file", str(train), "--validation_file", str(validation), "--output_dir", str(output_dir),
+        "--hidden_size", "16", "--embedding_dim", "8", "--max_steps", "4", "--batch_size", "4",
+        "--bptt_length", "16", "--eval_steps", "2", "--save_steps", "2", "--sample_steps", "0",
+        "--report_to", "none", "--disable_tqdm", "--logging_steps", "1", "--sample_max_new_tokens", "10",
+    ]
+
+
+def test_main_trains_from_text_files(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    train, validation = write_corpus_files(tmp_path)
+    assert main(cli_arguments(train, validation, tmp_path / "out")) == 0
+    printed = capsys.readouterr().out
+    assert "bits/character" in printed
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["dataset"] == str(train)
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_main_reports_usage_errors(tmp_path, capsys):
+    assert main(["--train_file", str(tmp_path / "missing.txt"), "--output_dir", str(tmp_path / "o")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["--batch_size", "0"]) == 2
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo): each process carries the state of its own rows, gradients are
+    averaged, and the run equals a 1-process run up to float summation order; the saved model loads."""
+    from transformers import AutoModelForCausalLM
+
+    train, validation = write_corpus_files(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(REPO / "scripts" / "train_accelerate.py"),
+    ]
+    two = subprocess.run(
+        launch + cli_arguments(train, validation, tmp_path / "two") + ["--cpu"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoint-4" / "random_states_1.pkl").is_file()  # really two processes
+    assert main(cli_arguments(train, validation, tmp_path / "one")) == 0
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "two")
+    one_history = json.loads((tmp_path / "one" / "log_history.json").read_text())
+    two_history = json.loads((tmp_path / "two" / "log_history.json").read_text())
+    assert len(one_history) == len(two_history)
+    for a, b in zip(one_history, two_history):
+        key = "loss" if "loss" in a else "eval_loss"
+        assert b[key] == pytest.approx(a[key], abs=1e-5)
+    wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
+    for key in wa:
+        torch.testing.assert_close(wb[key], wa[key], atol=1e-5, rtol=1e-4)
