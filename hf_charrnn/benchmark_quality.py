@@ -44,9 +44,28 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import TrainerCallback
 
+from . import data
 from .configuration_charrnn import CharRNNConfig
-from .evaluation import DEFAULT_CHUNK_LENGTH, LN2, dataset_stream, score_stream, summarize_scores
+from .demo import DEMO_BATCH_SIZE, DEMO_BLOCK_SIZE, DEMO_LEARNING_RATE, DEMO_MODEL
+from .evaluation import (
+    DEFAULT_CHUNK_LENGTH,
+    LN2,
+    dataset_stream,
+    score_stream,
+    summarize_scores,
+)
 from .modeling_charrnn import CharRNNForCausalLM
+from .reporting import generate_samples
+from .training import (
+    DataArguments,
+    ModelArguments,
+    build_model,
+    default_training_arguments,
+    load_or_build_tokenizer,
+    load_raw_data,
+    train,
+)
+from .training_accelerate import BPTTArguments, BPTTDataArguments, train_bptt
 
 TUTORIAL_WINDOW = 100
 TUTORIAL_BATCH_SIZE = 128
@@ -204,7 +223,6 @@ def train_default_recipe(dataset: str, model_kwargs: dict, batch_size: int, bloc
     """(b): `hf_charrnn.training.train()` with the demo's settings, `max_steps` planned, stopped at the budget."""
     from transformers import AutoTokenizer
 
-    from .training import DataArguments, ModelArguments, default_training_arguments, train
 
     budget = WallClockBudget(budget_seconds)
     training_args = default_training_arguments(
@@ -247,8 +265,6 @@ def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch
     """(c): `train_bptt` with (b)'s model, batch shape, optimizer settings and schedule, stopped at the budget."""
     from transformers import set_seed
 
-    from .training import ModelArguments, build_model
-    from .training_accelerate import BPTTArguments, train_bptt
 
     set_seed(seed)
     model = build_model(ModelArguments(**model_kwargs), tokenizer)
@@ -355,7 +371,6 @@ def windowed_bpc(model, ids: torch.Tensor, window: int = TUTORIAL_WINDOW, predic
 def _sample(model, tokenizer, length: int) -> str | None:
     if not length:
         return None
-    from .reporting import generate_samples
 
     return generate_samples(model, tokenizer, ["ROMEO:"], seed=0, max_new_tokens=length)[0]["text"]
 
@@ -373,10 +388,6 @@ def run_quality_benchmark(budget_seconds: float = 240.0, dataset: str = "shakesp
                           eval_batch_size: int = 16, window_eval_predictions: int = 5000, sample_length: int = 200,
                           seed: int = 42, device: str = "cpu", output_dir: str | None = None) -> dict:
     """Train and score the recipes (see the module docstring); returns the JSON-ready results."""
-    from . import data
-    from .demo import DEMO_BATCH_SIZE, DEMO_BLOCK_SIZE, DEMO_LEARNING_RATE, DEMO_MODEL
-    from .training import ModelArguments, load_or_build_tokenizer, load_raw_data
-    from .training_accelerate import BPTTDataArguments
 
     unknown = set(recipes) - set(RECIPES)
     if unknown or not recipes:

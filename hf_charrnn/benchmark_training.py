@@ -35,8 +35,18 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import TrainerCallback
 
+from . import data
 from .configuration_charrnn import CharRNNConfig
 from .modeling_charrnn import CharRNNForCausalLM
+from .training import (
+    DataArguments,
+    ModelArguments,
+    default_training_arguments,
+    load_or_build_tokenizer,
+    load_raw_data,
+    train,
+)
+from .training_accelerate import BPTTArguments, BPTTDataArguments, train_bptt
 
 LEARNING_RATE = 2e-3
 MAX_GRAD_NORM = 1.0
@@ -132,7 +142,6 @@ def plain_loop(model: nn.Module, stream: torch.Tensor, batch_size: int, seq_len:
 def trainer_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int, warmup_steps: int, steps: int,
                  device: str, output_dir: str) -> tuple[dict, dict]:
     """`hf_charrnn.training.train()` with evaluation, saving and logging off; returns (rate, training summary)."""
-    from .training import DataArguments, ModelArguments, default_training_arguments, train
 
     timer = StepTimes()
     training_args = default_training_arguments(
@@ -158,8 +167,6 @@ def trainer_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int
 def accelerate_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int, warmup_steps: int, steps: int,
                     device: str, output_dir: str) -> tuple[dict, dict]:
     """`hf_charrnn.training_accelerate.train_bptt()` with evaluation, saving and logging off."""
-    from .training import ModelArguments
-    from .training_accelerate import BPTTArguments, BPTTDataArguments, train_bptt
 
     timer = StepTimes()
     args = BPTTArguments(
@@ -195,9 +202,6 @@ def run_training_benchmark(hidden_size: int = 512, num_layers: int = 2, embeddin
                            batch_size: int = 64, seq_len: int = 128, steps: int = 20, warmup_steps: int = 3,
                            dataset: str = "shakespeare", device: str = "cpu", output_dir: str | None = None) -> dict:
     """Measure the four paths (see the module docstring); returns the figures and the ratios to the plain loop."""
-    from . import data
-    from .training import ModelArguments, load_or_build_tokenizer, load_raw_data
-    from .training_accelerate import BPTTDataArguments
 
     model_kwargs = dict(cell_type="lstm", hidden_size=hidden_size, num_layers=num_layers, embedding_dim=embedding_dim,
                         dropout=0.0)

@@ -39,6 +39,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from . import data
+
 LN2 = math.log(2.0)
 DEFAULT_CHUNK_LENGTH = 1024
 
@@ -299,7 +301,6 @@ class EvaluateArguments:
 
 def load_split(dataset: str, split: str, config_name: str | None = None, text_column: str = "text"):
     """One split of the embedded Shakespeare corpus or of a named / local data set (see `EvaluateArguments.dataset`)."""
-    from . import data
 
     if dataset == "shakespeare":
         splits = data.load_shakespeare()

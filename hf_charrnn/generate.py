@@ -6,7 +6,11 @@ import sys
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
 
-from .tokenization_charrnn import count_unknown_characters, is_char_level, unknown_warning
+from .tokenization_charrnn import (
+    count_unknown_characters,
+    is_char_level,
+    unknown_warning,
+)
 
 
 def load_model_and_tokenizer(model_name_or_path: str, revision: str | None = None, device: str | None = None):

@@ -109,7 +109,9 @@ def plot_loss_curve(
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure  # Figure without pyplot: no global state, thread-safe
+    from matplotlib.figure import (
+        Figure,  # Figure without pyplot: no global state, thread-safe
+    )
 
     train_points, eval_points = [], []
     for entry in history:

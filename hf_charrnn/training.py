@@ -32,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +54,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from .configuration_charrnn import CharRNNConfig
 from .evaluation import bits_per_character
 from .modeling_charrnn import CharRNNForCausalLM
-from .reporting import LOSS_CURVE_FILE, generate_samples, plot_loss_curve, write_training_summary
+from .reporting import (
+    LOSS_CURVE_FILE,
+    generate_samples,
+    plot_loss_curve,
+    write_training_summary,
+)
 from .tokenization_charrnn import is_char_level
 
 logger = logging.getLogger(__name__)
@@ -587,7 +592,11 @@ def is_char_tokenizer(tokenizer) -> bool:
 def load_or_build_tokenizer(model_args: ModelArguments, train_texts: list[str], checkpoint: str | None = None):
     """Return `(tokenizer, source)`: from the checkpoint being resumed, --tokenizer_name, the model being fine-tuned,
     or built from the training text. Warns (with counts) when a loaded tokenizer meets characters it does not know."""
-    from .tokenization_charrnn import build_tokenizer, count_unknown_characters, unknown_warning
+    from .tokenization_charrnn import (
+        build_tokenizer,
+        count_unknown_characters,
+        unknown_warning,
+    )
 
     source = None
     if checkpoint and (Path(checkpoint) / "tokenizer.json").exists():
@@ -1033,8 +1042,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE_ERROR
     _configure_logging(training_args)
+    return run_and_report(lambda: train(model_args, data_args, training_args), training_args.output_dir)
+
+
+def run_and_report(run: Callable[[], dict[str, Any]], output_dir: str) -> int:
+    """
+    Run a training function for a command line (both training paths): expected failures become one `error:` line
+    and an exit status (2 bad input, 1 diverged, 130/143 interrupted); success prints the validation figures and a
+    sample, once however many processes `accelerate launch` started.
+    """
     try:
-        summary = train(model_args, data_args, training_args)
+        summary = run()
     except TrainingSetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE_ERROR
@@ -1047,14 +1065,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return EXIT_SIGINT
-
-    validation = summary["validation"]
-    print(f"\nSaved the model, tokenizer, training_summary.json and {LOSS_CURVE_FILE} to {training_args.output_dir}")
-    print(
-        f"Validation: loss {validation['loss']:.4f} nats/token, {validation['bpc']:.4f} bits/character, "
-        f"perplexity {validation['perplexity']:.3f}"
-    )
-    print(f"Sample:\n{summary['samples'][0]['text']}")
+    if os.environ.get("RANK", "0") == "0":
+        validation = summary["validation"]
+        print(f"\nSaved the model, tokenizer, training_summary.json and {LOSS_CURVE_FILE} to {output_dir}")
+        print(
+            f"Validation: loss {validation['loss']:.4f} nats/token, {validation['bpc']:.4f} bits/character, "
+            f"perplexity {validation['perplexity']:.3f}"
+        )
+        if summary.get("samples"):
+            print(f"Sample:\n{summary['samples'][0]['text']}")
     return 0
 
 
@@ -1082,5 +1101,6 @@ __all__ = [
     "main",
     "make_parser",
     "parse_arguments",
+    "run_and_report",
     "train",
 ]

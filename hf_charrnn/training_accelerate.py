@@ -48,7 +48,34 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .evaluation import DEFAULT_CHUNK_LENGTH, score_stream, stream_row_bounds, summarize_scores
+from . import data as data_module
+from .evaluation import (
+    DEFAULT_CHUNK_LENGTH,
+    dataset_stream,
+    score_stream,
+    stream_row_bounds,
+    summarize_scores,
+)
+from .modeling_charrnn import CharRNNCache
+from .reporting import (
+    LOSS_CURVE_FILE,
+    generate_samples,
+    plot_loss_curve,
+    write_training_summary,
+)
+from .training import (
+    EXIT_USAGE_ERROR,
+    DataArguments,
+    ModelArguments,
+    TrainingDivergedError,
+    TrainingInterrupted,
+    TrainingSetupError,
+    build_model,
+    is_char_tokenizer,
+    load_or_build_tokenizer,
+    load_raw_data,
+    run_and_report,
+)
 
 TRAINING_PATH = "accelerate_bptt"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -91,7 +118,6 @@ class BPTTDataArguments:
 
     def to_trainer_data_arguments(self):
         """The same choices as `hf_charrnn.training.DataArguments` (to load the text the way `hf-charrnn train` does)."""
-        from .training import DataArguments
 
         return DataArguments(
             dataset=self.dataset, dataset_config_name=self.dataset_config_name, train_file=self.train_file,
@@ -382,19 +408,6 @@ def train_bptt(
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    from . import data as data_module
-    from .modeling_charrnn import CharRNNCache
-    from .reporting import LOSS_CURVE_FILE, generate_samples, plot_loss_curve, write_training_summary
-    from .training import (
-        ModelArguments,
-        TrainingDivergedError,
-        TrainingInterrupted,
-        TrainingSetupError,
-        build_model,
-        is_char_tokenizer,
-        load_or_build_tokenizer,
-        load_raw_data,
-    )
 
     args = BPTTArguments() if args is None else args
     if not isinstance(args, BPTTArguments):
@@ -484,7 +497,6 @@ def train_bptt(
             f"bptt_length={args.bptt_length} + 1 tokens. Lower batch_size or bptt_length, or give more text."
         )
     rows = data_module.batchify(train_ids, args.batch_size)[rank * local_rows : (rank + 1) * local_rows]
-    from .evaluation import dataset_stream
 
     eval_sets = {}
     for split in ("validation", "test"):
@@ -783,7 +795,6 @@ def train_bptt(
 def make_parser():
     from transformers import HfArgumentParser
 
-    from .training import ModelArguments
 
     return HfArgumentParser(
         (ModelArguments, BPTTDataArguments, BPTTArguments),
@@ -796,14 +807,6 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     """`hf-charrnn train-accelerate`: stateful truncated-BPTT training with accelerate; returns the exit status."""
-    from .training import (
-        EXIT_DIVERGED,
-        EXIT_SIGINT,
-        EXIT_USAGE_ERROR,
-        TrainingDivergedError,
-        TrainingInterrupted,
-        TrainingSetupError,
-    )
 
     parser = make_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -815,30 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # the dataclasses' own checks
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE_ERROR
-    try:
-        summary = train_bptt(args, model_args, data_args)
-    except TrainingSetupError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE_ERROR
-    except TrainingDivergedError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except TrainingInterrupted as error:
-        print(str(error), file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return EXIT_SIGINT
-    validation = summary["validation"]
-    if os.environ.get("RANK", "0") == "0":  # one report, however many processes `accelerate launch` started
-        print(f"\nSaved the model, tokenizer, training_summary.json and loss_curve.png to {args.output_dir}")
-        print(
-            f"Validation: loss {validation['loss']:.4f} nats/token, {validation['bpc']:.4f} bits/character, "
-            f"perplexity {validation['perplexity']:.3f}"
-        )
-        if summary.get("samples"):
-            print(f"Sample:\n{summary['samples'][0]['text']}")
-    return 0
+    return run_and_report(lambda: train_bptt(args, model_args, data_args), args.output_dir)
 
 
 __all__ = [
