@@ -330,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["--model_name_or_path", argv[0], *argv[1:]]
     parser = HfArgumentParser(
         EvaluateArguments,
+        prog="hf-charrnn evaluate",
         description="Score a CharRNN checkpoint (a local folder or a Hub id): loss (nats/token), bits per character "
         "and perplexity, computed with the recurrent state carried over the whole text. Prints JSON. "
         "Usage: evaluate MODEL [--dataset shakespeare --split validation | --text_file FILE ...].",

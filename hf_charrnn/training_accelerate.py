@@ -798,6 +798,7 @@ def make_parser():
 
     return HfArgumentParser(
         (ModelArguments, BPTTDataArguments, BPTTArguments),
+        prog="hf-charrnn train-accelerate",
         description="Train a CharRNN the classic char-rnn way with accelerate: one token stream laid out as "
         "--batch_size parallel rows, read --bptt_length tokens at a time with the recurrent state carried from batch "
         "to batch (stateful truncated BPTT). Without arguments: a 2x512 LSTM on the embedded Shakespeare corpus. "

@@ -494,3 +494,25 @@ sys.exit(main(["train", "--train_file", {str(corpus)!r}, "--validation_split_fra
     pulled = pull(hub_python, hub_repo_id, tmp_path / "pulled.safetensors")
     assert pulled["tokens"] == greedy_reference(output_dir)
     assert_same_weights(tmp_path / "pulled.safetensors", output_dir)
+
+
+@pytest.mark.slow
+def test_generate_and_evaluate_commands_take_a_hub_id(hub_python, pushed, tmp_path):
+    from transformers import AutoTokenizer
+
+    from hf_charrnn import CharRNNForCausalLM
+    from hf_charrnn.evaluation import evaluate_dataset
+
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    out = hub_python(f"""
+from hf_charrnn.cli import main
+assert main(["generate", {pushed["repo_id"]!r}, "--prompt", {PROMPT!r}, "--greedy", "--max_new_tokens", "12"]) == 0
+print("JSON-FOLLOWS")
+assert main(["evaluate", {pushed["repo_id"]!r}, "--text_file", {str(text_file)!r}]) == 0
+""")
+    generated, scores = out.stdout.split("JSON-FOLLOWS\n")
+    tokenizer = AutoTokenizer.from_pretrained(pushed["folder"])
+    assert generated.rstrip("\n") == tokenizer.decode(pushed["greedy"], skip_special_tokens=True).rstrip("\n")
+    expected = evaluate_dataset(CharRNNForCausalLM.from_pretrained(pushed["folder"]), tokenizer, [{"text": TEXT}])
+    assert json.loads(scores)["bpc"] == pytest.approx(expected["bpc"], rel=1e-5)

@@ -350,3 +350,13 @@ def test_sigint_saves_a_checkpoint_and_resumes(corpus, tmp_path, capsys):
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["steps"] == STEPS and summary["hyperparameters"]["resumed_from"] == last
     assert math.isfinite(summary["validation"]["loss"])
+
+
+def test_streaming_corpus_trains_and_scores_like_the_in_memory_one(corpus, tmp_path):
+    """--streaming reads the files as an IterableDataset (corpora larger than memory) and still trains and evaluates."""
+    streamed = run(tiny_argv(corpus, tmp_path / "streamed", "--streaming", "--max_steps", "20"))
+    in_memory = run(tiny_argv(corpus, tmp_path / "in_memory", "--max_steps", "20"))
+    assert streamed["steps"] == 20 and math.isfinite(streamed["validation"]["bpc"])
+    assert streamed["validation_tokens"] == in_memory["validation_tokens"]
+    assert streamed["validation"]["loss"] < math.log(streamed["hyperparameters"]["vocab_size"])  # it learned
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "streamed").config.hidden_size == 32
