@@ -40,11 +40,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 from transformers import TrainerCallback
 
 from . import data
+from .benchmark_training import PlainLSTM
 from .configuration_charrnn import CharRNNConfig
 from .demo import DEMO_BATCH_SIZE, DEMO_BLOCK_SIZE, DEMO_LEARNING_RATE, DEMO_MODEL
 from .evaluation import (
@@ -82,14 +82,8 @@ def log(message: str) -> None:
 # ----------------------------------------------------------------------------------
 
 
-class TutorialCharLSTM(nn.Module):
-    """Embedding -> LSTM -> Linear on the LAST output: predicts the character that follows a window."""
-
-    def __init__(self, vocab_size: int, embedding_dim: int = 64, hidden_size: int = 256, num_layers: int = 2):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embedding_dim)
-        self.lstm = nn.LSTM(embedding_dim, hidden_size, num_layers, batch_first=True)
-        self.head = nn.Linear(hidden_size, vocab_size)
+class TutorialCharLSTM(PlainLSTM):
+    """The tutorials' model: embedding, LSTM, and a linear layer on the LAST output only (the next character)."""
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """`(batch, window)` token ids -> `(batch, vocab)` logits of the next character."""
