@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from transformers import TrainerCallback
+from transformers import AutoTokenizer, TrainerCallback, set_seed
 
 from . import data
 from .benchmark_training import PlainLSTM
@@ -215,9 +215,6 @@ def train_default_recipe(dataset: str, model_kwargs: dict, batch_size: int, bloc
                          max_steps: int, budget_seconds: float, output_dir: str, seed: int = 42,
                          device: str = "cpu"):
     """(b): `hf_charrnn.training.train()` with the demo's settings, `max_steps` planned, stopped at the budget."""
-    from transformers import AutoTokenizer
-
-
     budget = WallClockBudget(budget_seconds)
     training_args = default_training_arguments(
         output_dir=output_dir,
@@ -257,9 +254,6 @@ def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch
                       learning_rate: float, max_steps: int, budget_seconds: float, step_seconds: float,
                       output_dir: str, seed: int = 42, device: str = "cpu"):
     """(c): `train_bptt` with (b)'s model, batch shape, optimizer settings and schedule, stopped at the budget."""
-    from transformers import set_seed
-
-
     set_seed(seed)
     model = build_model(ModelArguments(**model_kwargs), tokenizer)
     args = BPTTArguments(

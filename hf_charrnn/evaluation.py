@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 from . import data
 
@@ -321,10 +322,6 @@ def _resolve_device(device: str) -> torch.device:
 
 def main(argv: list[str] | None = None) -> int:
     """`hf-charrnn evaluate`: loss, bits per character and perplexity of a checkpoint, printed as JSON."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
-
-    import hf_charrnn  # noqa: F401  (registers the Auto classes)
-
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and not argv[0].startswith("-"):  # `hf-charrnn evaluate MODEL ...`: the model may come first
         argv = ["--model_name_or_path", argv[0], *argv[1:]]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import transformers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -51,8 +52,10 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
+from . import data
 from .configuration_charrnn import CharRNNConfig
 from .evaluation import bits_per_character
+from .hub import push_output_dir
 from .modeling_charrnn import CharRNNForCausalLM
 from .reporting import (
     LOSS_CURVE_FILE,
@@ -60,7 +63,12 @@ from .reporting import (
     plot_loss_curve,
     write_training_summary,
 )
-from .tokenization_charrnn import is_char_level
+from .tokenization_charrnn import (
+    build_tokenizer,
+    count_unknown_characters,
+    is_char_level,
+    unknown_warning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -532,8 +540,6 @@ def dataset_label(data_args: DataArguments) -> str:
 
 def load_raw_data(data_args: DataArguments, seed: int = 0):
     """The text as a DatasetDict with a "text" column and at least train and validation splits."""
-    from . import data
-
     fraction = data_args.validation_split_fraction
     if data_args.validation_file and not data_args.train_file:
         raise ValueError("--validation_file needs --train_file (the training text) as well.")
@@ -592,12 +598,6 @@ def is_char_tokenizer(tokenizer) -> bool:
 def load_or_build_tokenizer(model_args: ModelArguments, train_texts: list[str], checkpoint: str | None = None):
     """Return `(tokenizer, source)`: from the checkpoint being resumed, --tokenizer_name, the model being fine-tuned,
     or built from the training text. Warns (with counts) when a loaded tokenizer meets characters it does not know."""
-    from .tokenization_charrnn import (
-        build_tokenizer,
-        count_unknown_characters,
-        unknown_warning,
-    )
-
     source = None
     if checkpoint and (Path(checkpoint) / "tokenizer.json").exists():
         source = checkpoint
@@ -909,8 +909,6 @@ def train(
         summary["samples_during_training"] = sampler.history
     write_training_summary(output_dir, summary)
     if push_repo_id is not None:
-        from .hub import push_output_dir
-
         commit = push_output_dir(output_dir, push_repo_id, private=bool(training_args.hub_private_repo),
                                  revision=training_args.hub_revision, token=training_args.hub_token)
         logger.info("Pushed %s to %s", output_dir, commit.commit_url)
@@ -935,8 +933,6 @@ def _prepare(
     extra_callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Everything before `trainer.train()`: checks, data, tokenizer, model, datasets, callbacks, the Trainer."""
-    from . import data
-
     if data_args.block_size < 2:
         raise ValueError(f"--block_size must be at least 2 (got {data_args.block_size}).")
     if data_args.streaming and training_args.max_steps <= 0:
@@ -1021,8 +1017,6 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 def _configure_logging(training_args: TrainingArguments) -> None:
-    import transformers
-
     level = training_args.get_process_log_level()
     handler = _StdoutHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))

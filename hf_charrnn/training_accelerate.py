@@ -39,6 +39,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -46,7 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, PartialState
+from accelerate.utils import set_seed
+from torch import nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser, get_scheduler
 
 from . import data as data_module
 from .evaluation import (
@@ -260,8 +267,6 @@ def _mixed_precision_works(choice: str, device_type: str, cell_type: str = "lstm
     """Whether the recurrent kernels run under autocast with `choice` here (oneDNN has no bf16 LSTM on many CPUs)."""
     if choice == "no":
         return True
-    from torch import nn
-
     module = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell_type, nn.RNN)(4, 4, batch_first=True).to(device_type)
     dtype = torch.bfloat16 if choice == "bf16" else torch.float16
     try:
@@ -292,8 +297,6 @@ def _forget_previous_accelerator_settings(mixed_precision: str, cpu: bool) -> No
     """accelerate keeps one process-wide AcceleratorState and refuses a second Accelerator with other settings. In a
     single process (a notebook, the demo, benchmarks, tests calling train_bptt several times) forget the previous
     run's settings; a distributed run keeps its state (its settings come from the launcher and do not change)."""
-    from accelerate.state import AcceleratorState, PartialState
-
     if not AcceleratorState._shared_state:
         return
     if PartialState().num_processes > 1:
@@ -342,8 +345,6 @@ class _StopSignals:
 
 
 def threading_is_main() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -404,11 +405,6 @@ def train_bptt(
     `TrainingDivergedError` for a NaN/inf loss or gradient (nothing is saved after that step), and
     `TrainingInterrupted` after SIGINT/SIGTERM saved a checkpoint.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from transformers import get_scheduler
-
-
     args = BPTTArguments() if args is None else args
     if not isinstance(args, BPTTArguments):
         raise TypeError(f"args must be BPTTArguments, not {type(args).__name__} (pass model_args=..., data_args=...).")
@@ -633,8 +629,6 @@ def train_bptt(
             bad_step, value, str(last_checkpoint) if last_checkpoint else None,
         )
 
-    from tqdm.auto import tqdm
-
     progress = tqdm(
         total=total_steps, initial=state["step"], desc="train (BPTT)", unit="step", dynamic_ncols=True,
         disable=args.disable_tqdm or not accelerator.is_local_main_process,
@@ -793,9 +787,6 @@ def train_bptt(
 
 
 def make_parser():
-    from transformers import HfArgumentParser
-
-
     return HfArgumentParser(
         (ModelArguments, BPTTDataArguments, BPTTArguments),
         prog="hf-charrnn train-accelerate",

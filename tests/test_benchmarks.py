@@ -35,8 +35,6 @@ from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 
 
-
-
 def tiny_tutorial(seed: int = 0, vocab_size: int = 7) -> TutorialCharLSTM:
     torch.manual_seed(seed)
     return TutorialCharLSTM(vocab_size, embedding_dim=3, hidden_size=5, num_layers=2)

@@ -28,7 +28,6 @@ from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tok
 
 REPO = Path(__file__).resolve().parents[1]
 
-
 TEXT = (
     "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
     "The slings and arrows of outrageous fortune,\nOr to take arms against a sea of troubles\n"

@@ -47,8 +47,6 @@ def make_text(seed: int, lines: int) -> str:
     return "\n".join(out) + "\n"
 
 
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("corpus")

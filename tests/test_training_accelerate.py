@@ -29,8 +29,6 @@ from hf_charrnn.training_accelerate import (
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-
 TEXT = (
     "FIRST CITIZEN:\nBefore we proceed any further, hear me speak.\n\n"
     "ALL:\nSpeak, speak.\n\n"
