@@ -44,7 +44,7 @@ from torch.nn import functional as F
 from transformers import AutoTokenizer, TrainerCallback, set_seed
 
 from . import data
-from .benchmark_training import PlainLSTM
+from .benchmark_training import PlainLSTM, quiet_bptt_arguments
 from .configuration_charrnn import CharRNNConfig
 from .demo import DEMO_BATCH_SIZE, DEMO_BLOCK_SIZE, DEMO_LEARNING_RATE, DEMO_MODEL
 from .evaluation import (
@@ -65,7 +65,7 @@ from .training import (
     load_raw_data,
     train,
 )
-from .training_accelerate import BPTTArguments, BPTTDataArguments, train_bptt
+from .training_accelerate import BPTTDataArguments, train_bptt
 
 TUTORIAL_WINDOW = 100
 TUTORIAL_BATCH_SIZE = 128
@@ -256,7 +256,7 @@ def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch
     """(c): `train_bptt` with (b)'s model, batch shape, optimizer settings and schedule, stopped at the budget."""
     set_seed(seed)
     model = build_model(ModelArguments(**model_kwargs), tokenizer)
-    args = BPTTArguments(
+    args = quiet_bptt_arguments(
         output_dir=output_dir,
         batch_size=batch_size,
         bptt_length=bptt_length,
@@ -265,17 +265,10 @@ def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch
         lr_scheduler_type="cosine",
         warmup_ratio=0.02,
         max_grad_norm=1.0,
-        mixed_precision="no",
         cpu=device == "cpu",
         seed=seed,
         logging_steps=max(1, max_steps // 20),
-        eval_steps=0,
-        save_steps=0,
-        sample_steps=0,
-        sample_max_new_tokens=1,
         max_eval_tokens=bptt_length,
-        do_test=False,
-        report_to="none",
     )
     # train_bptt calls back at the end of each step; its first step began about one calibrated step before that.
     clock = {"started": None, "elapsed": 0.0, "losses": []}

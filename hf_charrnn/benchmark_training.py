@@ -89,6 +89,12 @@ def timed_rate(times: list[float], warmup_steps: int, steps: int, tokens_per_ste
 # ----------------------------------------------------------------------------------
 
 
+def quiet_bptt_arguments(**options) -> BPTTArguments:
+    """`BPTTArguments` for a measured run: no evaluation, checkpoints, samples, test split, trackers or autocast."""
+    return BPTTArguments(mixed_precision="no", eval_steps=0, save_steps=0, sample_steps=0, sample_max_new_tokens=1,
+                         do_test=False, report_to="none", **options)
+
+
 class PlainLSTM(nn.Module):
     """Embedding + LSTM + Linear, as a tutorial writes it."""
 
@@ -169,23 +175,16 @@ def accelerate_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: 
     """`hf_charrnn.training_accelerate.train_bptt()` with evaluation, saving and logging off."""
 
     timer = StepTimes()
-    args = BPTTArguments(
+    args = quiet_bptt_arguments(
         output_dir=output_dir,
         batch_size=batch_size,
         bptt_length=seq_len,
         max_steps=warmup_steps + steps,
         learning_rate=LEARNING_RATE,
         max_grad_norm=MAX_GRAD_NORM,
-        mixed_precision="no",
         cpu=device == "cpu",
         logging_steps=0,
-        eval_steps=0,
-        save_steps=0,
-        sample_steps=0,
-        sample_max_new_tokens=1,
         max_eval_tokens=seq_len,
-        do_test=False,
-        report_to="none",
     )
     with contextlib.redirect_stdout(sys.stderr):
         summary = train_bptt(args, ModelArguments(**model_kwargs),
