@@ -37,7 +37,7 @@ class CharRNNConfig(PretrainedConfig):
             Weights are drawn uniformly from `[-initializer_range, initializer_range]` (char-rnn's scheme); the
             LSTM forget-gate bias starts at 1.
         use_cache (`bool`, *optional*, defaults to `True`):
-            Whether forward returns the recurrent state (`past_key_values`) so generation costs O(1) per token.
+            Whether forward returns the recurrent state (`cache`) so generation costs O(1) per token.
         pad_token_id, unk_token_id, bos_token_id, eos_token_id (`int`, *optional*):
             Ids of the special tokens; the character tokenizer puts them at 0, 1, 2 and 3.
 
@@ -51,7 +51,7 @@ class CharRNNConfig(PretrainedConfig):
     """
 
     model_type = "charrnn"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["cache", "past_key_values"]  # the state's name from 5.24 on, and before
 
     def __init__(
         self,

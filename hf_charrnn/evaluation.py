@@ -1,7 +1,7 @@
 """Scoring language models on long texts with the recurrent state carried: loss, bits per character, perplexity.
 
 A recurrent model reads a text of any length in one pass: each chunk starts from the state the previous chunk left
-(`past_key_values`), so the score of a text does not depend on an arbitrary window length, unlike a fixed-context
+(`cache`), so the score of a text does not depend on an arbitrary window length, unlike a fixed-context
 transformer's "sliding window" perplexity. Every function here scores a token stream that way.
 
 Definitions (the same everywhere in hf_charrnn: training summaries, model cards, the CLI):
@@ -145,10 +145,10 @@ def score_stream(
             out = model(
                 input_ids=inputs[:, window],
                 attention_mask=None if bool(chunk_mask.all()) else chunk_mask.long(),
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
-            cache = out.past_key_values
+            cache = out.cache
             logits = out.logits.float()
             nats += F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), targets[:, window].reshape(-1), ignore_index=-100, reduction="sum"

@@ -2,8 +2,14 @@
 
 The whole model is an input encoding (embedding or one-hot), a stack of `nn.LSTM` / `nn.GRU` / `nn.RNN` layers and a
 linear output layer. What makes it a transformers citizen is the recurrent state: it travels between calls in a
-[`CharRNNCache`] passed as `past_key_values`, so `generate()` feeds one token per step (O(1) work per token), beam
-search reorders it, and a returned cache continues where it stopped.
+[`CharRNNCache`] passed as `cache`, so `generate()` feeds one token per step (O(1) work per token), beam search
+reorders it, and a returned cache continues where it stopped.
+
+transformers 5.24 renamed the state from `past_key_values` to `cache`: generate() passes `cache=` to forward() and
+reads `outputs.cache`. This file serves every release from 5.23 on (also as remote code next to a checkpoint):
+forward() takes `cache` everywhere and still accepts `past_key_values` (deprecated from 5.24 on, as in transformers),
+and the output dataclasses name their state field the way the installed release expects; `outputs.cache` reads it on
+every release.
 
 Three execution paths give the same numbers:
 - whole sequences without padding run through the cuDNN/oneDNN `nn.LSTM` kernels;
@@ -17,6 +23,7 @@ This file only imports from `.configuration_charrnn`, so it can be copied next t
 `trust_remote_code=True` where hf_charrnn is not installed.
 """
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +33,9 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.generation.utils import ALL_CACHE_NAMES
 from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_charrnn import CharRNNConfig
 
@@ -42,10 +51,13 @@ _CELL_FUNCTIONS = {
 # while each chunk is still long enough for the fused sequence kernels to run at full speed.
 INFERENCE_CHUNK_LENGTH = 4096
 
+# True from transformers 5.24 on, where generate() and every output call the model state `cache`.
+STATE_IS_CALLED_CACHE = "cache" in ALL_CACHE_NAMES
+
 
 class CharRNNCache:
     """
-    The recurrent state of every layer, carried from one forward call to the next (passed as `past_key_values`).
+    The recurrent state of every layer, carried from one forward call to the next (passed as `cache`).
 
     `hidden` (and, for LSTMs, `cell`) have shape `(num_layers, batch_size, hidden_size)`, the layout `nn.LSTM` uses.
     The cache is updated in place by the model, like transformers' own caches, and counts the tokens it has consumed
@@ -53,6 +65,7 @@ class CharRNNCache:
     """
 
     is_compileable = False  # keeps generate() from building 4D attention masks or compiling the forward
+    is_croppable = False  # a recurrent state cannot be rewound (generate() asks before deferring its stop check)
 
     def __init__(self, hidden: torch.Tensor, cell: torch.Tensor | None = None, seen_tokens: int = 0):
         self.hidden = hidden
@@ -84,6 +97,15 @@ class CharRNNCache:
         """Number of tokens consumed so far (pad positions included), as generate() expects."""
         return self.seen_tokens
 
+    @property
+    def is_linear(self) -> list[bool]:
+        """
+        One flag per layer, as transformers' caches have (5.24+). generate() cuts the tokens a continued cache has
+        already consumed off the prompt only when some layer is not a linear-attention one; this cache counts the
+        tokens it consumed and needs that cut, so no layer says it is.
+        """
+        return [False] * self.hidden.shape[0]
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Keep the states of the beams that beam search selected (called by generate() every step)."""
         self.set_tensors(tuple(t.index_select(1, beam_idx.to(t.device)) for t in self.tensors))
@@ -110,12 +132,17 @@ class CharRNNModelOutput(ModelOutput):
     """
     last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
         Output of the last recurrent layer (only the last `hidden_states_to_keep` positions when that is set).
-    past_key_values (`CharRNNCache`, *optional*, returned when `use_cache=True`):
-        The recurrent state after the last input token.
+    cache (`CharRNNCache`, *optional*, returned when `use_cache=True`):
+        The recurrent state after the last input token. Before transformers 5.24 the field is `past_key_values`;
+        `.cache` reads it on every release.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
-    past_key_values: CharRNNCache | None = None
+    if STATE_IS_CALLED_CACHE:
+        cache: CharRNNCache | None = None
+    else:  # generate() before 5.24 looks for the state under this name
+        past_key_values: CharRNNCache | None = None
+        cache = property(lambda self: self.past_key_values)
 
 
 @dataclass
@@ -125,13 +152,38 @@ class CharRNNCausalLMOutput(ModelOutput):
         Next-token cross-entropy, in nats per token.
     logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
         Scores for the next token at each kept position.
-    past_key_values (`CharRNNCache`, *optional*, returned when `use_cache=True`):
-        The recurrent state after the last input token.
+    cache (`CharRNNCache`, *optional*, returned when `use_cache=True`):
+        The recurrent state after the last input token. Before transformers 5.24 the field is `past_key_values`;
+        `.cache` reads it on every release.
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: CharRNNCache | None = None
+    if STATE_IS_CALLED_CACHE:
+        cache: CharRNNCache | None = None
+    else:  # generate() before 5.24 looks for the state under this name
+        past_key_values: CharRNNCache | None = None
+        cache = property(lambda self: self.past_key_values)
+
+
+def _accepts_past_key_values(forward):
+    """
+    Let forward() take the state under its pre-5.24 name, `past_key_values`, as well as `cache`. Before 5.24 that is
+    the name generate() itself passes, so it is taken silently; from 5.24 on it is deprecated, and transformers' own
+    decorator warns the caller, as it does for its models.
+    """
+    if STATE_IS_CALLED_CACHE:
+        return deprecate_kwarg("past_key_values", "6.0.0", new_name="cache", raise_if_both_names=True)(forward)
+
+    @functools.wraps(forward)
+    def forward_taking_either_name(self, *args, past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            if kwargs.get("cache") is not None:
+                raise ValueError("Pass the state as `cache` or as `past_key_values`, not both.")
+            kwargs["cache"] = past_key_values
+        return forward(self, *args, **kwargs)
+
+    return forward_taking_either_name
 
 
 class CharRNNPreTrainedModel(PreTrainedModel):
@@ -224,11 +276,12 @@ class CharRNNModel(CharRNNPreTrainedModel):
         self.embeddings = value
 
     @can_return_tuple
+    @_accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: CharRNNCache | None = None,
+        cache: CharRNNCache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         hidden_states_to_keep: int = 0,
@@ -236,12 +289,13 @@ class CharRNNModel(CharRNNPreTrainedModel):
     ) -> CharRNNModelOutput:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
-            Token ids. With a `past_key_values` cache, only the tokens the cache has not consumed yet.
+            Token ids. With a `cache`, only the tokens the cache has not consumed yet.
         attention_mask (`torch.Tensor` of shape `(batch_size, sequence_length)` or `(batch_size, past + sequence_length)`):
             1 for real tokens, 0 for padding. Pad steps are skipped exactly: they change neither the state nor the
             output (a pad position repeats the last real output). Left or right padding both work.
-        past_key_values (`CharRNNCache`, *optional*):
-            State to start from; zeros when absent. Updated in place when `use_cache=True`.
+        cache (`CharRNNCache`, *optional*):
+            State to start from; zeros when absent. Updated in place when `use_cache=True`. `past_key_values` is the
+            same argument under its pre-5.24 name (deprecated from transformers 5.24 on).
         inputs_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, input_size)`, *optional*):
             Input vectors to use instead of encoding `input_ids`.
         use_cache (`bool`, *optional*):
@@ -256,7 +310,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
         batch_size, length = inputs.shape[:2]
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
-        cache = self._prepare_cache(past_key_values, batch_size, inputs.device)
+        cache = self._prepare_cache(cache, batch_size, inputs.device)
         mask = _current_step_mask(attention_mask, batch_size, length, inputs.device)
 
         chunk_length = length if torch.is_grad_enabled() else INFERENCE_CHUNK_LENGTH
@@ -272,10 +326,8 @@ class CharRNNModel(CharRNNPreTrainedModel):
         if use_cache:
             cache.set_tensors(state)
             cache.seen_tokens += length
-        return CharRNNModelOutput(
-            last_hidden_state=self.dropout(torch.cat(kept, dim=1)),
-            past_key_values=cache if use_cache else None,
-        )
+        # Positional: the state field is called `cache` or `past_key_values` depending on the release.
+        return CharRNNModelOutput(self.dropout(torch.cat(kept, dim=1)), cache if use_cache else None)
 
     def _check_inputs(self, input_ids, inputs_embeds) -> None:
         """Turn the mistakes users make into errors that say what to change."""
@@ -301,21 +353,17 @@ class CharRNNModel(CharRNNPreTrainedModel):
                     "The tokenizer does not match the model: use the tokenizer saved with this model."
                 )
 
-    def _prepare_cache(self, past_key_values, batch_size: int, device) -> CharRNNCache:
+    def _prepare_cache(self, cache, batch_size: int, device) -> CharRNNCache:
         """Start from zeros, or from the given state, repeated when generate() asks for several sequences per prompt."""
-        if past_key_values is None:
+        if cache is None:
             return CharRNNCache.zeros(self.config, batch_size, device=device, dtype=self.rnn.weight_hh_l0.dtype)
-        if not isinstance(past_key_values, CharRNNCache):
-            raise TypeError(
-                f"past_key_values must be a CharRNNCache returned by this model, not {type(past_key_values).__name__}."
-            )
-        if past_key_values.batch_size != batch_size:
-            if batch_size % past_key_values.batch_size:
-                raise ValueError(
-                    f"The cache holds {past_key_values.batch_size} sequences but the input has {batch_size} rows."
-                )
-            past_key_values.batch_repeat_interleave(batch_size // past_key_values.batch_size)
-        return past_key_values
+        if not isinstance(cache, CharRNNCache):
+            raise TypeError(f"cache must be a CharRNNCache returned by this model, not {type(cache).__name__}.")
+        if cache.batch_size != batch_size:
+            if batch_size % cache.batch_size:
+                raise ValueError(f"The cache holds {cache.batch_size} sequences but the input has {batch_size} rows.")
+            cache.batch_repeat_interleave(batch_size // cache.batch_size)
+        return cache
 
     def _encode(self, input_ids: torch.LongTensor) -> torch.Tensor:
         if self.embeddings is not None:
@@ -435,15 +483,30 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.lm_head
 
+    if not STATE_IS_CALLED_CACHE:
+
+        def generate(self, *args, cache: CharRNNCache | None = None, **kwargs):
+            """
+            generate() of transformers < 5.24, which knows the state only as `past_key_values`, made to take and
+            return it as `cache` too, so code written for 5.24+ (`generate(ids, cache=out.cache)`) runs unchanged.
+            """
+            if cache is not None:
+                kwargs["past_key_values"] = cache
+            output = super().generate(*args, **kwargs)
+            if isinstance(output, ModelOutput) and getattr(output, "past_key_values", None) is not None:
+                output.cache = output.past_key_values  # an attribute, not a field: to_tuple() stays as it was
+            return output
+
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
     @can_return_tuple
+    @_accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        past_key_values: CharRNNCache | None = None,
+        cache: CharRNNCache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -464,7 +527,7 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             hidden_states_to_keep=keep_last,
@@ -479,7 +542,7 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CharRNNCausalLMOutput(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CharRNNCausalLMOutput(loss, logits, outputs.cache)  # positional: see CharRNNModel.forward
 
 
 __all__ = [

@@ -654,14 +654,14 @@ def train_bptt(
                 sync = contextlib.nullcontext() if m == micro - 1 else accelerator.no_sync(model)
                 with sync:
                     with accelerator.autocast():
-                        out = model(input_ids=inputs, past_key_values=cache, use_cache=True)
+                        out = model(input_ids=inputs, cache=cache, use_cache=True)
                     logits = out.logits.float()
                     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
                     mean_loss = accelerator.reduce(loss.detach(), "mean") if world > 1 else loss.detach()
                     if not torch.isfinite(mean_loss):
                         fail("training loss", float(mean_loss))
                     accelerator.backward(loss / micro)
-                cache = out.past_key_values.detach()
+                cache = out.cache.detach()
                 step_loss += mean_loss.double() / micro
                 state["block"] += 1
             grad_norm = None

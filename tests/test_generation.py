@@ -52,10 +52,8 @@ def test_a_returned_cache_continues_like_one_long_call(cell_type, do_sample):
     whole = model.generate(PROMPT, do_sample=do_sample, max_new_tokens=20)
     set_seed(7)
     first = model.generate(PROMPT, do_sample=do_sample, max_new_tokens=8, return_dict_in_generate=True)
-    assert first.past_key_values.get_seq_length() == PROMPT.shape[1] + 7  # the last token is not consumed yet
-    second = model.generate(
-        first.sequences, past_key_values=first.past_key_values, do_sample=do_sample, max_new_tokens=12
-    )
+    assert first.cache.get_seq_length() == PROMPT.shape[1] + 7  # the last token is not consumed yet
+    second = model.generate(first.sequences, cache=first.cache, do_sample=do_sample, max_new_tokens=12)
     assert torch.equal(second, whole)
 
 

@@ -50,8 +50,8 @@ def test_single_token_steps_match_the_sequence_kernel(cell_type):
         whole = model(input_ids).logits
         cache, steps = None, []
         for position in range(input_ids.shape[1]):
-            output = model(input_ids[:, position : position + 1], past_key_values=cache, use_cache=True)
-            cache = output.past_key_values
+            output = model(input_ids[:, position : position + 1], cache=cache, use_cache=True)
+            cache = output.cache
             steps.append(output.logits)
     assert torch.allclose(torch.cat(steps, dim=1), whole, atol=1e-5)
     assert cache.get_seq_length() == 9
@@ -91,7 +91,7 @@ def test_long_inputs_are_chunked_without_changing_results(monkeypatch):
         last_only = model(input_ids, logits_to_keep=3).logits
     assert torch.allclose(chunked.logits, expected, atol=1e-5)
     assert torch.allclose(last_only, expected[:, -3:], atol=1e-5)
-    assert chunked.past_key_values.get_seq_length() == 50
+    assert chunked.cache.get_seq_length() == 50
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -113,7 +113,7 @@ def test_padding_is_skipped_exactly(cell_type, side):
             assert torch.allclose(batch.logits[row, -1], alone.logits[0, -1], atol=1e-5)
             real = masks[row].bool()
             assert torch.allclose(batch.logits[row, real], alone.logits[0], atol=1e-5)
-            for batch_state, alone_state in zip(batch.past_key_values.tensors, alone.past_key_values.tensors):
+            for batch_state, alone_state in zip(batch.cache.tensors, alone.cache.tensors):
                 assert torch.allclose(batch_state[:, row], alone_state[:, 0], atol=1e-5)
 
 
@@ -124,9 +124,9 @@ def test_a_padded_chunk_continues_from_the_carried_state():
     second = torch.randint(4, 24, (2, 3))
     mask = torch.tensor([[1, 1, 1], [0, 0, 0]])
     with torch.no_grad():
-        cache = model(first, use_cache=True).past_key_values
+        cache = model(first, use_cache=True).cache
         before = [t.clone() for t in cache.tensors]
-        output = model.model(second, attention_mask=mask, past_key_values=cache, use_cache=True)
+        output = model.model(second, attention_mask=mask, cache=cache, use_cache=True)
     for old, new in zip(before, cache.tensors):
         assert torch.equal(old[:, 1], new[:, 1])
     assert torch.allclose(output.last_hidden_state[1], before[0][-1, 1].expand(3, -1))
@@ -241,7 +241,7 @@ def test_mismatched_attention_mask_is_named():
 
 def test_a_foreign_cache_is_refused():
     with pytest.raises(TypeError, match="CharRNNCache"):
-        tiny_model()(torch.ones((1, 2), dtype=torch.long), past_key_values=(torch.zeros(1),))
+        tiny_model()(torch.ones((1, 2), dtype=torch.long), cache=(torch.zeros(1),))
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):

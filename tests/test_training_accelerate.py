@@ -112,13 +112,13 @@ def test_state_is_carried_and_detached_between_batches(tmp_path):
             x, y = rows[:, k * 16 : (k + 1) * 16], rows[:, k * 16 + 1 : (k + 1) * 16 + 1]
             if not carry:
                 cache = CharRNNCache.zeros(model.config, 4)
-            out = model(input_ids=x, past_key_values=cache, use_cache=True)
+            out = model(input_ids=x, cache=cache, use_cache=True)
             loss = F.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]), y.reshape(-1))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad()
-            cache = out.past_key_values.detach()
+            cache = out.cache.detach()
             losses.append(loss.item())
         return losses
 
