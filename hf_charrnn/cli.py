@@ -1,11 +1,16 @@
 """The `hf-charrnn` command: one entry point for training, sampling, scoring and sharing models.
 
-Each subcommand is the `main(argv)` of a library module; this file only dispatches to it and turns the errors a
-user can fix (a missing file, a bad option) into one readable line instead of a stack trace.
+Each subcommand is the `main(argv)` of a library module; this file dispatches to it and decides how a failure is
+shown. Errors the project raises on purpose (its own checks of options, files and data, in hf_charrnn's code) and
+operating-system errors (a missing file or folder, no network) are the user's to fix: one `error:` line, exit 2.
+Anything else is a bug, in hf_charrnn or in how it uses a dependency: a short traceback that says so and asks for
+the output of `hf-charrnn env`, exit 1. A bug must never read like a user mistake.
 """
 
 import importlib
 import sys
+import traceback
+from pathlib import Path
 
 COMMANDS = {
     "demo": ("hf_charrnn.demo", "train the default Shakespeare model on this machine, then sample from it"),
@@ -17,10 +22,16 @@ COMMANDS = {
     "generate": ("hf_charrnn.generate", "sample text from a trained model (folder or Hub id)"),
     "evaluate": ("hf_charrnn.evaluation", "score a model in bits per character on a split or a text file"),
     "push": ("hf_charrnn.hub", "upload a training output folder to the Hub, with a model card"),
+    "env": ("hf_charrnn.env", "print the versions and device to include in a bug report"),
 }
 
-# Errors that mean "the input is wrong", as opposed to bugs: shown as one line, exit status 2.
-USER_ERRORS = (ValueError, FileNotFoundError, OSError, TypeError)
+EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
+# What the project's own checks raise: a user error when a `raise` in hf_charrnn's code raised it (raised_on_purpose).
+CHECK_ERRORS = (ValueError, TypeError)
+PACKAGE_DIRECTORY = Path(__file__).resolve().parent
+# The model's files also run as remote code, copied next to a checkpoint and imported from the Hub module cache.
+MODEL_FILE_NAMES = ("configuration_charrnn.py", "modeling_charrnn.py")
+TRACEBACK_FRAMES = 6  # the innermost frames of a bug's traceback: where it happened, without the launch machinery
 
 
 def usage() -> str:
@@ -32,6 +43,37 @@ def usage() -> str:
     )
 
 
+def raised_on_purpose(error: BaseException) -> bool:
+    """
+    Whether a `raise` statement in hf_charrnn's own code (or its remote-code copy) raised the error, as opposed to a
+    library, or Python itself on a faulty line of ours (`None(...)` is a TypeError too).
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return False
+    innermost = frames[-1]
+    path = Path(innermost.filename).resolve()
+    in_project = PACKAGE_DIRECTORY in path.parents or path.name in MODEL_FILE_NAMES
+    return in_project and (innermost.line or "").lstrip().startswith("raise")
+
+
+def is_user_error(error: BaseException) -> bool:
+    """Operating-system errors, and the checks hf_charrnn makes on purpose; never an error from inside a library."""
+    if isinstance(error, OSError):
+        return True
+    return isinstance(error, CHECK_ERRORS) and raised_on_purpose(error)
+
+
+def report_bug(error: BaseException) -> None:
+    """A short traceback, then what it means and what to send."""
+    traceback.print_exception(type(error), error, error.__traceback__, limit=-TRACEBACK_FRAMES, file=sys.stderr)
+    print(
+        f"\nerror: this is a bug in hf_charrnn, not a mistake in your command ({type(error).__name__}: {error}).\n"
+        "Please report it with the command you ran, the traceback above and the output of `hf-charrnn env`.",
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -40,16 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     command, *rest = argv
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(COMMANDS[command][0])
+        return EXIT_USER_ERROR
     try:
+        module = importlib.import_module(COMMANDS[command][0])
         return module.main(rest) or 0
-    except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - every failure is shown, the question is only how
+        if is_user_error(error):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        report_bug(error)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

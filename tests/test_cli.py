@@ -1,5 +1,6 @@
 """The `hf-charrnn` command as a user runs it: real subprocesses, real checkpoints."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import tiny_model
@@ -36,7 +39,7 @@ def test_the_console_script_is_installed_and_lists_its_commands():
     assert script.exists() or shutil.which("hf-charrnn")
     result = hf_charrnn("--help")
     assert result.returncode == 0
-    for command in ("demo", "train", "train-accelerate", "generate", "evaluate", "push"):
+    for command in ("demo", "train", "train-accelerate", "generate", "evaluate", "push", "env"):
         assert f"  {command} " in result.stdout
 
 
@@ -83,6 +86,58 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path):
     assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
     unknown = hf_charrnn("fly")
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
+
+
+def raised(action) -> BaseException:
+    try:
+        action()
+    except Exception as error:  # noqa: BLE001 - the test wants the real exception with its traceback
+        return error
+    raise AssertionError("nothing was raised")
+
+
+def test_only_the_projects_own_checks_and_os_errors_count_as_user_errors(tmp_path):
+    from hf_charrnn import CharRNNCausalLMOutput, CharRNNConfig
+    from hf_charrnn.cli import is_user_error
+
+    assert is_user_error(raised(lambda: CharRNNConfig(cell_type="transformer")))  # a `raise` in the config's checks
+    assert is_user_error(raised(lambda: open(tmp_path / "missing.txt")))  # the operating system's answer
+    # What broke every command on transformers 5.24: a TypeError from the dataclass' generated __init__ is a bug.
+    assert not is_user_error(raised(lambda: CharRNNCausalLMOutput(state_of_the_art=1)))
+    assert not is_user_error(raised(lambda: torch.zeros(2) @ torch.zeros(3)))  # raised inside a library
+    assert not is_user_error(raised(lambda: {}["missing"]))
+
+
+BROKEN_COMMAND = """
+import sys
+from hf_charrnn import cli
+cli.COMMANDS["broken"] = ("broken_command", "a command with a bug")
+raise SystemExit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_bug_shows_a_short_traceback_says_so_and_asks_for_env(tmp_path):
+    (tmp_path / "broken_command.py").write_text("def main(argv):\n    return {'steps': 1}['step']\n")
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", BROKEN_COMMAND, "broken"], capture_output=True, text=True,
+                            timeout=300, env=environment)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "broken_command.py" in result.stderr and "KeyError: 'step'" in result.stderr
+    assert "this is a bug in hf_charrnn" in result.stderr and "hf-charrnn env" in result.stderr
+    assert result.stderr.count("File ") <= 6  # short: the innermost frames only
+
+
+def test_env_reports_the_versions_a_bug_report_needs():
+    result = hf_charrnn("env", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["transformers"] == transformers.__version__ and report["torch"] == torch.__version__
+    for name in ("python", "tokenizers", "datasets", "accelerate", "evaluate", "huggingface_hub", "hf_charrnn"):
+        assert report[name] and report[name] != "not installed", name
+    assert report["supported transformers"].startswith(("<", ">="))
+    assert report["device"].split()[0] in ("cpu", "cuda", "mps")
+    text = hf_charrnn("env")
+    assert text.returncode == 0 and f"- transformers: {transformers.__version__}" in text.stdout
 
 
 @pytest.mark.slow
