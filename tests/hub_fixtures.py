@@ -49,6 +49,7 @@ except ImportError:  # tests/ not a package: imported as a top-level module
     from hub_server import HubServer
 
 __all__ = [
+    "BLOCK_PACKAGE",
     "HubServer",
     "OlahMirror",
     "hub_env",
@@ -62,17 +63,35 @@ __all__ = [
 
 _counter = itertools.count()
 
+# Code that makes `import hf_charrnn` fail in a child process even though the package is installed (editable installs
+# put a finder on sys.meta_path that `python -I` keeps): what loads then is the checkpoint's own remote code.
+BLOCK_PACKAGE = """
+import sys
+class _BlockHfCharrnn:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_charrnn" or name.startswith("hf_charrnn."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+sys.meta_path.insert(0, _BlockHfCharrnn())
+try:
+    import hf_charrnn
+    raise SystemExit("hf_charrnn is importable: the remote-code test would prove nothing")
+except ModuleNotFoundError:
+    pass
+"""
+
 
 def run_python(code: str, env: dict, *, cwd: str | os.PathLike | None = None, isolated: bool = False,
-               timeout: float = 300, check: bool = True, args: list[str] | None = None
-               ) -> subprocess.CompletedProcess:
+               timeout: float = 300, check: bool = True, args: list[str] | None = None,
+               python: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
     """Run ``python -c code`` in a child process with ``env``.
 
     ``isolated=True`` runs ``python -I`` (no PYTHONPATH, no user site, no script folder on
     sys.path): with ``cwd`` outside the project, the project is importable only if it is
-    installed in the interpreter's site-packages.
+    installed in the interpreter's site-packages. ``python`` is another interpreter to run
+    (another virtual environment's), this one's by default.
     """
-    cmd = [sys.executable] + (["-I"] if isolated else []) + ["-c", textwrap.dedent(code)] + list(args or [])
+    interpreter = str(python or sys.executable)
+    cmd = [interpreter] + (["-I"] if isolated else []) + ["-c", textwrap.dedent(code)] + list(args or [])
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(

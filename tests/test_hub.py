@@ -18,28 +18,12 @@ from hf_charrnn.reporting import generate_samples, plot_loss_curve, write_traini
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 try:
-    from hub_fixtures import run_python
+    from hub_fixtures import BLOCK_PACKAGE, run_python
 except ImportError:  # tests/ imported as a package
-    from tests.hub_fixtures import run_python
+    from tests.hub_fixtures import BLOCK_PACKAGE, run_python
 
 TEXT = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me! O Romeo, Romeo!\n"
 PROMPT = "ROMEO:"
-
-# Makes `import hf_charrnn` fail in a child process even though the package is installed
-# (editable installs put a finder on sys.meta_path that `python -I` keeps).
-BLOCK_PACKAGE = """
-import sys
-class _BlockHfCharrnn:
-    def find_spec(self, name, path=None, target=None):
-        if name == "hf_charrnn" or name.startswith("hf_charrnn."):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
-sys.meta_path.insert(0, _BlockHfCharrnn())
-try:
-    import hf_charrnn
-    raise SystemExit("hf_charrnn is importable: the remote-code test would prove nothing")
-except ModuleNotFoundError:
-    pass
-"""
 
 PULL = """
 import json, sys
