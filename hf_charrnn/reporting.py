@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from .run_folder import atomic_write_text
+
 SUMMARY_FILE = "training_summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
 REQUIRED_SUMMARY_KEYS = (
@@ -85,10 +87,25 @@ def write_training_summary(output_dir: str | os.PathLike, summary: Mapping[str, 
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / SUMMARY_FILE
     text = json.dumps(_to_json(summary), indent=2, ensure_ascii=False, allow_nan=False)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # never leave a half-written summary behind
+    atomic_write_text(path, text + "\n")  # never leave a half-written summary behind
     return path
+
+
+def whole_run_train_loss(log_history: Iterable[Mapping[str, Any]]) -> tuple[float | None, str]:
+    """
+    The mean training loss over every step of the run, from the logged losses (each the mean of the steps since
+    the previous log, so weighted by that span), resumed parts included; and a note of what it covers.
+    """
+    previous_step, weighted_sum, steps = 0, 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and "step" in entry and entry["step"] > previous_step:
+            span = entry["step"] - previous_step
+            weighted_sum += float(entry["loss"]) * span
+            steps += span
+            previous_step = entry["step"]
+    if not steps:
+        return None, "no logged training loss"
+    return weighted_sum / steps, f"steps 1-{previous_step} of the run (the logged losses, resumed parts included)"
 
 
 def read_training_summary(output_dir: str | os.PathLike) -> dict[str, Any]:

@@ -23,11 +23,12 @@ Programmatic use: `train(model_args, data_args, training_args)` returns the trai
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
 import os
-import shutil
+import pickle
 import signal
 import sys
 import threading
@@ -61,7 +62,16 @@ from .reporting import (
     LOSS_CURVE_FILE,
     generate_samples,
     plot_loss_curve,
+    whole_run_train_loss,
     write_training_summary,
+)
+from .run_folder import (
+    RUN_FILE,
+    OutputDirClaim,
+    RunAlreadyComplete,
+    check_output_dir,
+    read_json_file,
+    refused_pickle_message,
 )
 from .tokenization_charrnn import (
     build_tokenizer,
@@ -104,6 +114,13 @@ TRAINING_DEFAULTS: dict[str, Any] = dict(
     seed=42,
 )
 
+
+# The TrainingArguments that change what a run computes: resuming a folder needs the same values (run_folder).
+TRAINER_IDENTITY_FIELDS = (
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "num_train_epochs", "max_steps", "weight_decay", "adam_beta1", "adam_beta2",
+    "adam_epsilon", "optim", "max_grad_norm", "seed", "bf16", "fp16", "label_smoothing_factor",
+)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Arguments
@@ -248,8 +265,9 @@ class DataArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Start from scratch even when --output_dir holds checkpoints of an earlier run (they are "
-            "deleted). Without it, such a run is resumed from its last checkpoint."
+            "help": "Start from scratch even when --output_dir holds an earlier run (its checkpoints are deleted). "
+            "Without it, the same run (same data, tokenizer, model and training options) is resumed from its newest "
+            "checkpoint, and any other run there is refused."
         },
     )
 
@@ -370,9 +388,10 @@ class GracefulInterruptCallback(TrainerCallback):
         if self.signal_number is not None and signal_number == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now, without a checkpoint
         self.signal_number = signal_number
+        again = " (press Ctrl-C again to quit without it)" if signal_number == signal.SIGINT else ""
         print(
-            f"\n{signal.Signals(signal_number).name} received: saving a checkpoint after the current step "
-            "(press Ctrl-C again to quit without it).",
+            f"\n{signal.Signals(signal_number).name} received: saving a checkpoint after the current step, then "
+            f"stopping{again}.",
             file=sys.stderr,
             flush=True,
         )
@@ -449,14 +468,31 @@ class CharRNNTrainer(Trainer):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class ValuesUsedHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """
+    `--help` that shows each option's default once, as the value the command will use: the help text's own words
+    when it states one (values that depend on other options, such as a new model's shape), nothing for an unset
+    None, else the parser's default (which the training commands set to their own, not TrainingArguments').
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "(default" in text or action.default is None or action.default == argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser(
+    parser = HfArgumentParser(
         (ModelArguments, DataArguments, TrainingArguments),
         prog="hf-charrnn train",
         description="Train a CharRNN language model (LSTM/GRU/RNN) with transformers' Trainer. Without arguments it "
         "trains a 2x512 LSTM on the embedded Shakespeare corpus; every TrainingArguments option works as well "
         "(e.g. --max_steps, --learning_rate, --per_device_train_batch_size, --resume_from_checkpoint).",
+        formatter_class=ValuesUsedHelpFormatter,
     )
+    parser.set_defaults(**training_defaults(set()))  # this command's defaults, also what --help shows
+    return parser
 
 
 def _explicit_options(argv: Sequence[str]) -> set[str]:
@@ -517,12 +553,8 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ModelArguments, 
     defaults = training_defaults(explicit, early_stopping=namespace.early_stopping_patience is not None)
     if "eval_steps" in explicit and "save_steps" not in explicit:
         defaults["save_steps"] = namespace.eval_steps
-    default_argv = []
-    for key, value in defaults.items():
-        default_argv += [f"--{key}", str(value)]
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
-        args=default_argv + argv, look_for_args_file=False
-    )
+    parser.set_defaults(**defaults)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     return model_args, data_args, training_args
 
 
@@ -553,6 +585,7 @@ def load_raw_data(data_args: DataArguments, seed: int = 0):
             seed=seed,
             streaming=data_args.streaming,
             sample_by="line" if data_args.streaming else "document",
+            text_column=data_args.text_column,
         )
     else:
         name = data_args.dataset_name or data_args.dataset
@@ -695,7 +728,7 @@ def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
 
 def resolve_checkpoint(training_args: TrainingArguments, data_args: DataArguments) -> str | None:
     """The checkpoint to resume from: --resume_from_checkpoint (a path, or 'last'/'true'), else the last checkpoint
-    found in output_dir (unless --overwrite_output_dir, which deletes earlier checkpoints)."""
+    found in output_dir (unless --overwrite_output_dir). The run record has already said that it is this run's."""
     output_dir = training_args.output_dir
     requested = training_args.resume_from_checkpoint
     if requested:
@@ -712,14 +745,8 @@ def resolve_checkpoint(training_args: TrainingArguments, data_args: DataArgument
                 "or saving it was cut short); pick another checkpoint-N folder."
             )
         return str(requested)
-    if not os.path.isdir(output_dir) or get_last_checkpoint(output_dir) is None:
-        return None
-    if data_args.overwrite_output_dir:
-        for entry in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-            if entry.is_dir():
-                shutil.rmtree(entry)
-        logger.warning("--overwrite_output_dir: deleted the checkpoints of the earlier run in %s.", output_dir)
-        return None
+    if data_args.overwrite_output_dir or not os.path.isdir(output_dir) or get_last_checkpoint(output_dir) is None:
+        return None  # --overwrite_output_dir: the earlier run's files go once the folder is claimed (run_folder)
     last = last_complete_checkpoint(output_dir)
     if last is None:
         logger.warning("No complete checkpoint in %s: starting from scratch.", output_dir)
@@ -745,18 +772,6 @@ def _select(dataset, count: int | None):
     if hasattr(dataset, "__len__"):
         return dataset.select(range(min(count, len(dataset))))
     return dataset.take(count)
-
-
-def _train_loss(train_output, trainer, checkpoint: str | None) -> float:
-    """Trainer's average training loss over the steps this call ran; the last logged loss if it ran none (a
-    finished run resumed again)."""
-    logged = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    first_step = 0
-    if checkpoint:
-        first_step = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
-    if trainer.state.global_step == first_step and logged:
-        return float(logged[-1])
-    return float(train_output.training_loss)
 
 
 def _metrics_block(metrics: dict[str, float], prefix: str) -> dict[str, float]:
@@ -788,18 +803,107 @@ def train(
     """
     set_seed(training_args.seed)
     push_repo_id = _take_push_request(training_args)
-    try:
+    try:  # every check before anything is written into the output folder
+        check_training_length(training_args.max_steps)
+        identity = trainer_run_identity(model_args, data_args, training_args)
+        extend = bool(training_args.resume_from_checkpoint)
+        check_output_dir(training_args.output_dir, identity, data_args.overwrite_output_dir, extend=extend)
         setup = _prepare(model_args, data_args, training_args, callbacks)
     except TrainingSetupError:
         raise
     except (OSError, ValueError) as error:
         raise TrainingSetupError(str(error)) from error
+    claim = OutputDirClaim(training_args.output_dir, identity, overwrite=data_args.overwrite_output_dir,
+                           extend=extend, is_main_process=training_args.process_index == 0)
+    try:
+        claim.acquire(resumed_from=setup["checkpoint"])
+        summary = _train_and_summarize(setup, model_args, data_args, training_args)
+        claim.complete(summary["steps"], summary["validation"]["bpc"])
+    finally:
+        claim.release()
+    if push_repo_id is not None:
+        commit = push_output_dir(training_args.output_dir, push_repo_id, private=bool(training_args.hub_private_repo),
+                                 revision=training_args.hub_revision, token=training_args.hub_token)
+        logger.info("Pushed %s to %s", training_args.output_dir, commit.commit_url)
+    return summary
+
+
+def check_training_length(max_steps: int) -> None:
+    """`--max_steps 0` means no training at all, which no one asks for on purpose (both training paths)."""
+    if max_steps == 0:
+        raise TrainingSetupError(
+            "--max_steps 0 would train nothing: give a positive --max_steps, or leave it out (-1) to train for "
+            "--num_train_epochs."
+        )
+
+
+def data_identity(data_args: DataArguments) -> dict[str, Any]:
+    """What the run trains on: named data, or the files with their fingerprints (both training paths)."""
+    files = {}
+    if data_args.train_file:
+        files["train_file"] = data.fingerprint_files(data_args.train_file, "train")
+    if data_args.validation_file:
+        files["validation_file"] = data.fingerprint_files(data_args.validation_file, "validation")
+    return {
+        "dataset": None if data_args.train_file else (data_args.dataset_name or data_args.dataset),
+        "dataset_config_name": data_args.dataset_config_name,
+        **files,
+        "validation_split_fraction": data_args.validation_split_fraction,
+        "text_column": data_args.text_column,
+        "streaming": data_args.streaming,
+    }
+
+
+def recorded_data_arguments(output_dir: str | os.PathLike) -> tuple[DataArguments, int] | None:
+    """
+    The data a finished or running training folder recorded (its run.json), as DataArguments, and the seed its
+    validation split was drawn with; None when the folder records none (a Hub model, a plain save_pretrained).
+    """
+    record = read_json_file(Path(output_dir) / RUN_FILE, "run record") if Path(output_dir).is_dir() else None
+    recorded = (record or {}).get("identity", {}).get("data")
+    if not recorded or not (recorded.get("dataset") or recorded.get("train_file")):
+        return None
+    paths = {role: [entry["path"] for entry in recorded[role]] for role in ("train_file", "validation_file")
+             if recorded.get(role)}
+    data_args = DataArguments(
+        dataset=recorded.get("dataset") or "shakespeare",
+        dataset_config_name=recorded.get("dataset_config_name"),
+        train_file=paths.get("train_file"),
+        validation_file=paths["validation_file"][0] if paths.get("validation_file") else None,
+        validation_split_fraction=recorded.get("validation_split_fraction", 0.05),
+        text_column=recorded.get("text_column", "text"),
+    )
+    return data_args, int(record["identity"].get("training", {}).get("seed", 42))
+
+
+def model_identity(model_args: ModelArguments) -> dict[str, Any]:
+    """The model and tokenizer a run builds or loads (both training paths)."""
+    return {name: getattr(model_args, name) for name in (
+        "model_name_or_path", "tokenizer_name", "tokenizer", "min_frequency", "max_vocab", "cell_type",
+        "hidden_size", "num_layers", "embedding_dim", "dropout", "input_encoding", "tie_word_embeddings",
+    )}
+
+
+def trainer_run_identity(model_args: ModelArguments, data_args: DataArguments, training_args) -> dict[str, Any]:
+    """Everything that makes a Trainer run this run: resuming is allowed only when it is the same."""
+    return {
+        "training_path": "trainer",
+        "data": data_identity(data_args),
+        "model": model_identity(model_args),
+        "training": {name: getattr(training_args, name) for name in TRAINER_IDENTITY_FIELDS},
+        "block_size": data_args.block_size,
+    }
+
+
+def _train_and_summarize(setup: dict[str, Any], model_args, data_args, training_args) -> dict[str, Any]:
+    """Train (resuming `setup["checkpoint"]`), then save the model and write the summary; returns the summary."""
     trainer, checkpoint = setup["trainer"], setup["checkpoint"]
     nonfinite, interrupt, sampler = setup["nonfinite"], setup["interrupt"], setup["sampler"]
-
     started = time.time()
     try:
         train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    except pickle.UnpicklingError:
+        raise TrainingSetupError(refused_pickle_message(checkpoint)) from None
     finally:
         interrupt.restore()
     output_dir = training_args.output_dir
@@ -864,6 +968,7 @@ def train(
     validation_blocks = setup["validation_blocks"]
     if validation_blocks is None:  # a streaming split: count its blocks (validation sets are small)
         validation_blocks = sum(1 for _ in trainer.eval_dataset)
+    train_loss, train_loss_covers = whole_run_train_loss(history)
     summary = {
         "dataset": dataset_label(data_args),
         "tokenizer": "char" if is_char_tokenizer(setup["tokenizer"]) else "word",
@@ -898,7 +1003,9 @@ def train(
             "resumed_from": checkpoint,
             "state_between_blocks": "reset (each block starts from a zero state)",
         },
-        "train_loss": _train_loss(train_output, trainer, checkpoint),
+        "train_loss": train_loss,
+        "train_loss_covers": train_loss_covers,
+        "resumed_from": checkpoint,
         "validation": validation,
         "samples": samples,
         "loss_curve": LOSS_CURVE_FILE,
@@ -908,10 +1015,6 @@ def train(
     if sampler.history:
         summary["samples_during_training"] = sampler.history
     write_training_summary(output_dir, summary)
-    if push_repo_id is not None:
-        commit = push_output_dir(output_dir, push_repo_id, private=bool(training_args.hub_private_repo),
-                                 revision=training_args.hub_revision, token=training_args.hub_token)
-        logger.info("Pushed %s to %s", output_dir, commit.commit_url)
     return summary
 
 
@@ -1047,6 +1150,9 @@ def run_and_report(run: Callable[[], dict[str, Any]], output_dir: str) -> int:
     """
     try:
         summary = run()
+    except RunAlreadyComplete as done:
+        print(str(done))
+        return 0
     except TrainingSetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE_ERROR

@@ -35,6 +35,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -68,7 +69,15 @@ from .reporting import (
     LOSS_CURVE_FILE,
     generate_samples,
     plot_loss_curve,
+    whole_run_train_loss,
     write_training_summary,
+)
+from .run_folder import (
+    OutputDirClaim,
+    atomic_write_json,
+    check_output_dir,
+    read_json_file,
+    refused_pickle_message,
 )
 from .training import (
     EXIT_USAGE_ERROR,
@@ -77,10 +86,14 @@ from .training import (
     TrainingDivergedError,
     TrainingInterrupted,
     TrainingSetupError,
+    ValuesUsedHelpFormatter,
     build_model,
+    check_training_length,
+    data_identity,
     is_char_tokenizer,
     load_or_build_tokenizer,
     load_raw_data,
+    model_identity,
     run_and_report,
 )
 
@@ -115,8 +128,9 @@ class BPTTDataArguments:
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
-            "help": "Start from scratch even when --output_dir holds checkpoints of an earlier run (they are deleted). "
-            "Without it, such a run is resumed from its newest checkpoint."
+            "help": "Start from scratch even when --output_dir holds an earlier run (its checkpoints are deleted). "
+            "Without it, the same run (same data, tokenizer, model and training options) is resumed from its newest "
+            "checkpoint, and any other run there is refused."
         },
     )
 
@@ -235,7 +249,8 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
     for child in root.iterdir():
         match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", child.name)
         if match and child.is_dir() and (child / STATE_FILE).is_file():
-            found.append((int(match.group(1)), child))
+            if read_json_file(child / STATE_FILE, "state file of this checkpoint (it is skipped)") is not None:
+                found.append((int(match.group(1)), child))
     return [path for _, path in sorted(found)]
 
 
@@ -415,8 +430,44 @@ def train_bptt(
         args = BPTTArguments(**{**asdict(args), **overrides})
     model_args = ModelArguments() if model_args is None else model_args
     data_args = BPTTDataArguments() if data_args is None else data_args
-    output_dir = Path(args.output_dir)
+    try:  # every check before anything is written into the output folder
+        check_training_length(args.max_steps)
+        identity = bptt_run_identity(model_args, data_args, args, model, dataset, dataset_name)
+        extend = bool(args.resume_from_checkpoint)
+        check_output_dir(args.output_dir, identity, data_args.overwrite_output_dir, extend=extend)
+    except (OSError, ValueError) as error:
+        raise TrainingSetupError(str(error)) from error
+    claim = OutputDirClaim(args.output_dir, identity, overwrite=data_args.overwrite_output_dir, extend=extend,
+                           is_main_process=os.environ.get("RANK", "0") == "0",  # the launcher's; set before any state
+                           checkpoint_prefix=CHECKPOINT_PREFIX)
+    try:
+        return _train_bptt_claimed(args, model_args, data_args, claim, model=model, tokenizer=tokenizer,
+                                   dataset=dataset, dataset_name=dataset_name, callback=callback,
+                                   accelerator=accelerator)
+    finally:
+        claim.release()
 
+
+def bptt_run_identity(model_args, data_args: BPTTDataArguments, args: BPTTArguments, model=None, dataset=None,
+                      dataset_name: str | None = None) -> dict:
+    """Everything that makes a BPTT run this run (see hf_charrnn.run_folder); objects passed in count by shape."""
+    if dataset is not None:
+        data = {"dataset": dataset_name or "passed to train_bptt", "rows": {k: len(v) for k, v in dataset.items()}}
+    else:
+        data = data_identity(data_args.to_trainer_data_arguments())
+    if model is not None:
+        shape = ("vocab_size", "cell_type", "hidden_size", "num_layers", "embedding_dim", "input_encoding")
+        model_part = {"passed_to_train_bptt": {name: getattr(model.config, name) for name in shape}}
+    else:
+        model_part = model_identity(model_args)
+    training = {key: value for key, value in asdict(args).items() if key in BPTT_IDENTITY_FIELDS}
+    return {"training_path": TRAINING_PATH, "data": data, "model": model_part, "training": training}
+
+
+def _train_bptt_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model, tokenizer, dataset,
+                        dataset_name, callback, accelerator) -> dict:
+    """`train_bptt` once its options are checked: `claim` is taken when the inputs are ready, and completed."""
+    output_dir = Path(args.output_dir)
     if accelerator is None:
         try:
             cell_type = model.config.cell_type if model is not None else (model_args.cell_type or "lstm")
@@ -436,17 +487,10 @@ def train_bptt(
         checkpoint = None
         if args.resume_from_checkpoint:
             checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-        elif list_checkpoints(output_dir):
-            if data_args.overwrite_output_dir:
-                accelerator.wait_for_everyone()
-                if accelerator.is_main_process:
-                    for old in list_checkpoints(output_dir):
-                        shutil.rmtree(old, ignore_errors=True)
-                accelerator.wait_for_everyone()
-            else:
-                checkpoint = list_checkpoints(output_dir)[-1]
-                accelerator.print(f"Resuming from {checkpoint}, the newest checkpoint in {output_dir} "
-                                  "(pass --overwrite_output_dir to start over).")
+        elif list_checkpoints(output_dir) and not data_args.overwrite_output_dir:  # overwrite: the claim clears
+            checkpoint = list_checkpoints(output_dir)[-1]
+            accelerator.print(f"Resuming from {checkpoint}, the newest checkpoint in {output_dir} "
+                              "(pass --overwrite_output_dir to start over).")
     except FileNotFoundError as error:
         raise TrainingSetupError(str(error)) from error
 
@@ -534,6 +578,10 @@ def train_bptt(
         "tokens_per_step": args.batch_size * args.bptt_length * args.gradient_accumulation_steps,
     }
 
+    # ---- the folder is this run's from here on ------------------------------------------------------------------
+    claim.acquire(resumed_from=str(checkpoint) if checkpoint else None)
+    accelerator.wait_for_everyone()
+
     # ---- training state (restored on resume) -------------------------------------------------------------------
     state = {
         "step": 0, "epoch": 0, "block": 0, "tokens_seen": 0, "log_history": [],
@@ -554,6 +602,8 @@ def train_bptt(
             )
         try:
             accelerator.load_state(str(checkpoint))
+        except pickle.UnpicklingError:
+            raise TrainingSetupError(refused_pickle_message(checkpoint)) from None
         except (RuntimeError, OSError, KeyError) as error:
             raise TrainingSetupError(
                 f"Cannot load the checkpoint {checkpoint} into this model/optimizer ({error}). Resume with the "
@@ -561,7 +611,10 @@ def train_bptt(
             ) from error
         state.update(saved["state"])
         if state["block"] > 0:
-            tensors = torch.load(checkpoint / RNN_STATE_FILE, map_location="cpu", weights_only=True)
+            try:
+                tensors = torch.load(checkpoint / RNN_STATE_FILE, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                raise TrainingSetupError(refused_pickle_message(checkpoint)) from None
             mine = slice(rank * local_rows, (rank + 1) * local_rows)
             cache = CharRNNCache(
                 tensors["hidden"][:, mine].to(device),
@@ -599,14 +652,15 @@ def train_bptt(
         rnn_state = _cache_to_global(accelerator, cache) if cache is not None else None
         if accelerator.is_main_process:
             if rnn_state is not None:
-                torch.save(rnn_state, path / RNN_STATE_FILE)
+                torch.save(rnn_state, path / f".{RNN_STATE_FILE}.tmp")
+                os.replace(path / f".{RNN_STATE_FILE}.tmp", path / RNN_STATE_FILE)
             unwrapped.config.save_pretrained(path)
             tokenizer.save_pretrained(path)
             layout = {"batch_size": args.batch_size, "bptt_length": args.bptt_length,
                       "gradient_accumulation_steps": args.gradient_accumulation_steps,
                       "train_tokens": int(train_ids.numel()), "num_processes": world}
             payload = {"state": state, "layout": layout, "args": asdict(args)}
-            (path / STATE_FILE).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+            atomic_write_json(path / STATE_FILE, payload)  # written last, whole: it marks the checkpoint complete
             if args.save_total_limit:
                 for old in list_checkpoints(output_dir)[: -args.save_total_limit]:
                     shutil.rmtree(old, ignore_errors=True)
@@ -745,7 +799,7 @@ def train_bptt(
     state["log_history"].append({"step": state["step"], **{f"eval_{k}": v for k, v in validation.items()}})
     accelerator.log({f"eval/{k}": v for k, v in validation.items()}, step=state["step"])
     test = evaluate_split("test") if "test" in eval_sets else None
-    train_losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    train_loss, train_loss_covers = whole_run_train_loss(state["log_history"])
     summary = {
         "dataset": dataset_name,
         "tokenizer": "char" if is_char_tokenizer(tokenizer) else "word",
@@ -757,7 +811,9 @@ def train_bptt(
         "train_runtime_s": round(train_runtime, 3),
         "train_tokens_per_s": round(state["tokens_seen"] / max(train_runtime, 1e-9), 1),
         "hyperparameters": hyperparameters,
-        "train_loss": train_losses[-1] if train_losses else None,
+        "train_loss": train_loss,
+        "train_loss_covers": train_loss_covers,
+        "resumed_from": str(checkpoint) if checkpoint else None,
         "validation": validation,
         "samples": [],
         "loss_curve": LOSS_CURVE_FILE,
@@ -774,7 +830,8 @@ def train_bptt(
         tokenizer.save_pretrained(output_dir)
         plot_loss_curve(state["log_history"], output_dir / LOSS_CURVE_FILE, title=f"CharRNN BPTT on {dataset_name}")
         write_training_summary(output_dir, summary)
-        (output_dir / "log_history.json").write_text(json.dumps(state["log_history"], indent=1), encoding="utf-8")
+        atomic_write_json(output_dir / "log_history.json", state["log_history"])
+    claim.complete(state["step"], validation["bpc"])
     accelerator.wait_for_everyone()
     accelerator.end_training()
     result.update(summary)
@@ -794,6 +851,7 @@ def make_parser():
         "--batch_size parallel rows, read --bptt_length tokens at a time with the recurrent state carried from batch "
         "to batch (stateful truncated BPTT). Without arguments: a 2x512 LSTM on the embedded Shakespeare corpus. "
         "Runs on one CPU/GPU, or on several processes with `accelerate launch`.",
+        formatter_class=ValuesUsedHelpFormatter,
     )
 
 
@@ -811,6 +869,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE_ERROR
     return run_and_report(lambda: train_bptt(args, model_args, data_args), args.output_dir)
+
+
+# The BPTTArguments that change what a run computes: resuming a folder needs the same values (run_folder).
+BPTT_IDENTITY_FIELDS = (
+    "batch_size", "bptt_length", "gradient_accumulation_steps", "num_train_epochs", "max_steps", "learning_rate",
+    "optimizer", "weight_decay", "adam_beta1", "adam_beta2", "rmsprop_alpha", "optimizer_eps", "lr_scheduler_type",
+    "warmup_steps", "warmup_ratio", "max_grad_norm", "mixed_precision", "seed",
+)
 
 
 __all__ = [

@@ -300,8 +300,13 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
 def test_resume_with_another_layout_is_refused(tmp_path):
     run(tmp_path / "run", max_steps=2, save_steps=2)
-    with pytest.raises(TrainingSetupError, match="bptt_length=16 \\(now 8\\)"):
-        run(tmp_path / "run", max_steps=4, bptt_length=8)
+    with pytest.raises(TrainingSetupError, match="(?s)holds another run.*bptt_length: 16 -> 8.*--overwrite_output_dir"):
+        run(tmp_path / "run", max_steps=2, bptt_length=8)
+    with pytest.raises(TrainingSetupError, match="(?s)bptt_length: 16 -> 8"):  # an explicit resume may only lengthen
+        run(tmp_path / "run", max_steps=4, bptt_length=8, resume_from_checkpoint="latest")
+    with pytest.raises(TrainingSetupError, match="bptt_length=16 \\(now 8\\)"):  # another folder's checkpoint
+        other_checkpoint = str(tmp_path / "run" / "checkpoint-2")
+        run(tmp_path / "other", max_steps=4, bptt_length=8, resume_from_checkpoint=other_checkpoint)
     assert resolve_checkpoint("latest", tmp_path / "run").name == "checkpoint-2"
 
 
