@@ -20,7 +20,7 @@ COMMANDS = {
         "train with Accelerate and stateful truncated BPTT (the classic char-rnn recipe)",
     ),
     "generate": ("hf_charrnn.generate", "sample text from a trained model (folder or Hub id)"),
-    "evaluate": ("hf_charrnn.evaluation", "score a model in bits per character on a split or a text file"),
+    "evaluate": ("hf_charrnn.evaluate_command", "score a model in bits per character on a split or a text file"),
     "push": ("hf_charrnn.hub", "upload a training output folder to the Hub, with a model card"),
     "env": ("hf_charrnn.env", "print the versions and device to include in a bug report"),
 }

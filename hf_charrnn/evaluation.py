@@ -28,19 +28,11 @@ nats and character counts.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
-import time
-from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
-
-from . import data
 
 LN2 = math.log(2.0)
 DEFAULT_CHUNK_LENGTH = 1024
@@ -257,142 +249,13 @@ def evaluate_dataset(
     return result
 
 
-# ----------------------------------------------------------------------------------
-# Command line: hf-charrnn evaluate
-# ----------------------------------------------------------------------------------
-
-
-@dataclass
-class EvaluateArguments:
-    model_name_or_path: str = field(
-        metadata={"help": "A saved model folder (from save_pretrained or a training run) or a Hub repo id."}
-    )
-    dataset: str = field(
-        default="shakespeare",
-        metadata={
-            "help": "What to score: 'shakespeare' (the embedded corpus, split by play), 'shakespeare:<play-slug>' "
-            "(one play cut 90/5/5), or any datasets name / local data folder / save_to_disk folder."
-        },
-    )
-    text_file: list[str] | None = field(
-        default=None,
-        metadata={"help": "Score these text files instead of a data set (each one a document; --split is ignored)."},
-    )
-    split: str = field(default="validation", metadata={"help": "Data set split to score."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Data set configuration name."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the text in a named data set."})
-    max_documents: int | None = field(default=None, metadata={"help": "Score only the first this-many documents."})
-    chunk_length: int = field(
-        default=DEFAULT_CHUNK_LENGTH, metadata={"help": "Tokens fed per forward call (the state is carried)."}
-    )
-    batch_size: int = field(
-        default=1,
-        metadata={
-            "help": "Rows scored in parallel. 1 = the exact single-pass score; more is faster and restarts the "
-            "state at each row start (a slightly different score)."
-        },
-    )
-    device: str = field(default="auto", metadata={"help": "'auto' (cuda when available), 'cpu', 'cuda', 'cuda:1'..."})
-    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
-    trust_remote_code: bool = field(
-        default=False, metadata={"help": "Allow loading model code from the checkpoint (needed without hf_charrnn)."}
-    )
-    output_file: str | None = field(default=None, metadata={"help": "Also write the JSON result to this file."})
-
-
-def load_split(dataset: str, split: str, config_name: str | None = None, text_column: str = "text"):
-    """One split of the embedded Shakespeare corpus or of a named / local data set (see `EvaluateArguments.dataset`)."""
-
-    if dataset == "shakespeare":
-        splits = data.load_shakespeare()
-    elif dataset.startswith("shakespeare:"):
-        splits = data.load_shakespeare_play(dataset.split(":", 1)[1])
-    else:
-        splits = data.load_named_dataset(dataset, config_name, text_column=text_column)
-    if split not in splits:
-        raise ValueError(f"The data set {dataset!r} has no split {split!r}; it has {sorted(splits)}.")
-    return splits[split]
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`hf-charrnn evaluate`: loss, bits per character and perplexity of a checkpoint, printed as JSON."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-"):  # `hf-charrnn evaluate MODEL ...`: the model may come first
-        argv = ["--model_name_or_path", argv[0], *argv[1:]]
-    parser = HfArgumentParser(
-        EvaluateArguments,
-        prog="hf-charrnn evaluate",
-        description="Score a CharRNN checkpoint (a local folder or a Hub id): loss (nats/token), bits per character "
-        "and perplexity, computed with the recurrent state carried over the whole text. Prints JSON. "
-        "Usage: evaluate MODEL [--dataset shakespeare --split validation | --text_file FILE ...].",
-    )
-    (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
-    load_kwargs = dict(revision=args.revision, trust_remote_code=args.trust_remote_code)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, **load_kwargs)
-        model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, **load_kwargs)
-    except OSError as error:
-        print(f"error: could not load {args.model_name_or_path!r}: {error}", file=sys.stderr)
-        return 2
-    model.to(_resolve_device(args.device)).eval()
-
-    started = time.perf_counter()
-    try:
-        if args.text_file:
-            texts = []
-            for path in args.text_file:
-                texts.append({"text": Path(path).read_text(encoding="utf-8")})
-            source = {"text_file": args.text_file}
-            result = evaluate_dataset(
-                model, tokenizer, texts, chunk_length=args.chunk_length, batch_size=args.batch_size
-            )
-        else:
-            split = load_split(args.dataset, args.split, args.dataset_config_name, args.text_column)
-            source = {"dataset": args.dataset, "split": args.split}
-            result = evaluate_dataset(
-                model,
-                tokenizer,
-                split,
-                chunk_length=args.chunk_length,
-                batch_size=args.batch_size,
-                max_documents=args.max_documents,
-            )
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - started
-    report = {
-        "model": args.model_name_or_path,
-        **source,
-        **result,
-        "chunk_length": args.chunk_length,
-        "batch_size": args.batch_size,
-        "seconds": round(seconds, 3),
-        "characters_per_second": round(result["characters"] / seconds, 1) if seconds > 0 else None,
-    }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output_file:
-        Path(args.output_file).write_text(text + "\n", encoding="utf-8")
-    return 0
-
-
 __all__ = [
     "DEFAULT_CHUNK_LENGTH",
-    "EvaluateArguments",
     "LN2",
     "bits_per_character",
     "dataset_stream",
     "evaluate_dataset",
     "evaluate_text",
-    "load_split",
-    "main",
     "metric_path",
     "score_stream",
     "stream_row_bounds",

@@ -4,8 +4,9 @@ import argparse
 import sys
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextStreamer, set_seed
+from transformers import TextStreamer, set_seed
 
+from .model_loading import load_model_and_tokenizer
 from .tokenization_charrnn import (
     count_unknown_characters,
     is_char_level,
@@ -13,16 +14,18 @@ from .tokenization_charrnn import (
 )
 
 
-def load_model_and_tokenizer(model_name_or_path: str, revision: str | None = None, device: str | None = None):
-    """A checkpoint folder or Hub id, ready to sample: eval mode, on `device` (CUDA when there is one)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision)
-    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, revision=revision)
-    return model.to(device).eval(), tokenizer
-
-
 def encode_prompt(tokenizer, prompt: str, device) -> dict:
-    """Token ids of the prompt; warns about characters the vocabulary lacks (they become <unk>)."""
+    """
+    Token ids of the prompt; warns about characters the vocabulary lacks (they become <unk>). No prompt starts from
+    the tokenizer's BOS token (or EOS: a new document starts after one in the training stream), as an id: its text
+    (`<eos>`) would be read as five characters, since special-token strings in text stay text.
+    """
+    if not prompt:
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        if start is None:
+            raise ValueError("This tokenizer has neither a BOS nor an EOS token to start from: give a --prompt.")
+        input_ids = torch.tensor([[start]], device=device)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     unit = "characters" if is_char_level(tokenizer) else "words"
     warning = unknown_warning(count_unknown_characters(tokenizer, [prompt]), unit=unit)
     if warning:
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", help="a folder written by `hf-charrnn train`, or a Hub id such as user/name")
     parser.add_argument("--prompt", help="text to continue; '-' reads it from standard input. "
-                        "Without it, or from an empty pipe, sampling starts at a document boundary.")
+                        "Without it, or from an empty pipe, sampling starts at a document boundary (the BOS token).")
     parser.add_argument("--max_new_tokens", type=int, help="how many characters (tokens) to add")
     parser.add_argument("--temperature", type=float, help="below 1: safer, more repetitive; above 1: wilder")
     parser.add_argument("--top_k", type=int, help="sample among the k most likely characters only (0: all)")
@@ -85,11 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_prompt(prompt: str | None, tokenizer) -> str:
-    if prompt == "-":
-        prompt = sys.stdin.read()
-    # A new document starts after an end-of-text token in the training stream: the natural place to start from.
-    return prompt if prompt else tokenizer.eos_token
+def read_prompt(prompt: str | None) -> str:
+    """The prompt text ('' for none: encode_prompt then starts from the BOS token)."""
+    return sys.stdin.read() if prompt == "-" else (prompt or "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, revision=args.revision, device=args.device)
-    texts = sample(model, tokenizer, read_prompt(args.prompt, tokenizer), stream=not args.no_stream,
+    texts = sample(model, tokenizer, read_prompt(args.prompt), stream=not args.no_stream,
                    **generation_options(args))
     if args.no_stream:
         print("\n\n".join(texts))

@@ -19,11 +19,12 @@ from hf_charrnn.evaluation import (
     dataset_stream,
     evaluate_dataset,
     evaluate_text,
-    main,
     metric_path,
     score_stream,
     stream_row_bounds,
 )
+from hf_charrnn.cli import main as hf_charrnn_command
+from hf_charrnn.evaluate_command import main
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,12 +297,14 @@ def test_main_scores_a_saved_dataset_split(tmp_path, capsys):
     assert json.loads(output.read_text()) == report
 
 
-def test_main_errors(tmp_path, capsys):
-    assert main([str(tmp_path / "no-such-model")]) == 2
-    assert "error:" in capsys.readouterr().err
+def test_command_errors_are_one_line(tmp_path, capsys):
+    assert hf_charrnn_command(["evaluate", str(tmp_path / "no-such-model"), "--text_file", "x.txt"]) == 2
+    assert "No such folder" in capsys.readouterr().err
     folder = saved_model(tmp_path)
-    assert main([str(folder), "--text_file", str(tmp_path / "missing.txt")]) == 2
-    assert main([str(folder), "--dataset", "shakespeare:no-such-play"]) == 2
+    assert hf_charrnn_command(["evaluate", str(folder), "--text_file", str(tmp_path / "missing.txt")]) == 2
+    assert hf_charrnn_command(["evaluate", str(folder), "--dataset", "shakespeare:no-such-play"]) == 2
+    errors = capsys.readouterr().err
+    assert "missing.txt" in errors and "no-such-play" in errors and "Traceback" not in errors
 
 
 def test_script_runs(tmp_path):
