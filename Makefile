@@ -15,6 +15,9 @@ ECOSYSTEM := transformers tokenizers datasets accelerate evaluate huggingface_hu
 FLOOR_TESTS := tests/test_versions.py tests/test_configuration.py tests/test_modeling.py tests/test_generation.py \
 	tests/test_pipeline.py tests/test_tokenization.py tests/test_remote_code.py tests/test_hub.py tests/test_cli.py \
 	tests/test_readme.py
+# Less the million-character prompt: it measures the model's chunked prefill (one forward call on either release) and
+# takes about three minutes of CI time on 2 cores; the pinned run covers it.
+FLOOR_SKIP := --deselect tests/test_pipeline.py::test_a_million_character_prompt_runs_in_bounded_memory
 
 # $(1): the environment's folder, $(2): a constraints file (empty for the newest releases)
 define make_venv
@@ -45,7 +48,7 @@ test-fast: install
 	.venv/bin/python -m pytest -q -m "not slow"
 
 test-floor: .venv-floor/bin/hf-charrnn  ## the transformers-facing tests on the oldest supported release
-	.venv-floor/bin/python -m pytest -q $(FLOOR_TESTS)
+	.venv-floor/bin/python -m pytest -q $(FLOOR_TESTS) $(FLOOR_SKIP)
 
 test-cross-version: install .venv-floor/bin/hf-charrnn  ## push under one end of the range, pull under the other
 	HF_CHARRNN_OTHER_PYTHON=$(CURDIR)/.venv-floor/bin/python .venv/bin/python -m pytest -q tests/test_cross_version.py
