@@ -1,9 +1,124 @@
 """Characters per second of model.generate() against a stateful nn.LSTM loop and the re-run-the-window tutorial loop.
 
     python scripts/bench_generate.py [--lengths 1000 4000] [--device cuda]
+
+Three ways to sample N characters from the same 2-layer LSTM weights, batch 1, on the current device:
+(a) `model.generate(do_sample=True)`, which carries a `CharRNNCache` and steps with the cell kernels;
+(b) a hand-written stateful loop calling a plain `nn.LSTM` one token at a time (what a careful user writes);
+(c) the classic tutorial loop that re-runs the last `window` characters from a zero state for every new character.
 """
 
-from hf_charrnn.benchmark_generation import main
+import json
+import time
+
+import torch
+from torch import nn
+
+from hf_charrnn.configuration_charrnn import CharRNNConfig
+from hf_charrnn.modeling_charrnn import CharRNNForCausalLM
+
+
+def plain_torch_copy(model: CharRNNForCausalLM) -> tuple[nn.Embedding, nn.LSTM, nn.Linear]:
+    """The model's weights in plain torch modules, as a tutorial would build them."""
+    config = model.config
+    embedding = nn.Embedding(config.vocab_size, config.embedding_dim)
+    embedding.load_state_dict(model.model.embeddings.state_dict())
+    lstm = nn.LSTM(config.embedding_dim, config.hidden_size, config.num_layers, batch_first=True)
+    lstm.load_state_dict(model.model.rnn.state_dict())
+    head = nn.Linear(config.hidden_size, config.vocab_size)
+    head.load_state_dict(model.lm_head.state_dict())
+    return embedding.eval(), lstm.eval(), head.eval()
+
+
+@torch.no_grad()
+def sample_with_generate(model, prompt: torch.Tensor, num_chars: int) -> torch.Tensor:
+    return model.generate(prompt, do_sample=True, temperature=1.0, top_k=0, max_new_tokens=num_chars,
+                          min_new_tokens=num_chars)
+
+
+@torch.no_grad()
+def sample_stateful_nn_lstm(modules, prompt: torch.Tensor, num_chars: int) -> torch.Tensor:
+    embedding, lstm, head = modules
+    output, state = lstm(embedding(prompt))
+    tokens = [prompt]
+    for _ in range(num_chars):
+        probabilities = torch.softmax(head(output[:, -1]), dim=-1)
+        next_token = torch.multinomial(probabilities, 1)
+        tokens.append(next_token)
+        output, state = lstm(embedding(next_token), state)
+    return torch.cat(tokens, dim=1)
+
+
+@torch.no_grad()
+def sample_rerunning_window(modules, prompt: torch.Tensor, num_chars: int, window: int = 100) -> torch.Tensor:
+    embedding, lstm, head = modules
+    tokens = prompt
+    for _ in range(num_chars):
+        output, _ = lstm(embedding(tokens[:, -window:]))
+        probabilities = torch.softmax(head(output[:, -1]), dim=-1)
+        tokens = torch.cat([tokens, torch.multinomial(probabilities, 1)], dim=1)
+    return tokens
+
+
+def chars_per_second(sampler, *args, num_chars: int, repeats: int = 1) -> tuple[float, float]:
+    """Best of `repeats` timed runs: (characters per second, seconds)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tokens = sampler(*args, num_chars)
+        best = min(best, time.perf_counter() - start)
+        assert tokens.shape[1] >= num_chars, "the sampler stopped early"
+    return num_chars / best, best
+
+
+def run_generation_benchmark(lengths=(1000, 4000), hidden_size=512, num_layers=2, vocab_size=100,
+                             window=100, repeats=2, device="cpu") -> dict:
+    """Measure (a), (b), (c) for each length; returns the figures and the ratios the targets are stated in."""
+    torch.manual_seed(0)
+    config = CharRNNConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers, eos_token_id=None)
+    model = CharRNNForCausalLM(config).to(device).eval()
+    modules = tuple(module.to(device) for module in plain_torch_copy(model))
+    prompt = torch.randint(4, vocab_size, (1, window), device=device)
+    sample_with_generate(model, prompt, 20)  # warm-up
+    sample_stateful_nn_lstm(modules, prompt, 20)
+
+    results = {"device": device, "model": f"{num_layers}x{hidden_size} LSTM, vocab {vocab_size}", "batch_size": 1,
+               "threads": torch.get_num_threads(), "lengths": {}}
+    for length in lengths:
+        generate_rate, generate_seconds = chars_per_second(sample_with_generate, model, prompt, num_chars=length,
+                                                           repeats=repeats)
+        stateful_rate, _ = chars_per_second(sample_stateful_nn_lstm, modules, prompt, num_chars=length,
+                                            repeats=repeats)
+        window_rate, _ = chars_per_second(sample_rerunning_window, modules, prompt, num_chars=length)
+        results["lengths"][str(length)] = {
+            "generate_chars_per_s": round(generate_rate, 1),
+            "generate_seconds": round(generate_seconds, 3),
+            "stateful_nn_lstm_chars_per_s": round(stateful_rate, 1),
+            "rerun_window_chars_per_s": round(window_rate, 1),
+            "generate_vs_stateful_nn_lstm": round(generate_rate / stateful_rate, 2),
+            "generate_vs_rerun_window": round(generate_rate / window_rate, 2),
+        }
+    if len(lengths) >= 2:
+        short, long = (results["lengths"][str(n)]["generate_seconds"] for n in (lengths[0], lengths[-1]))
+        results[f"generate_time_{lengths[-1]}_over_{lengths[0]}"] = round(long / short, 2)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Characters per second of model.generate() against plain loops.")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000])
+    parser.add_argument("--hidden_size", type=int, default=512)
+    parser.add_argument("--num_layers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per figure; the best is kept")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    results = run_generation_benchmark(lengths=tuple(args.lengths), hidden_size=args.hidden_size,
+                                       num_layers=args.num_layers, repeats=args.repeats, device=args.device)
+    print(json.dumps(results, indent=2))
+    return 0
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

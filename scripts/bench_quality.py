@@ -4,9 +4,535 @@
     python scripts/bench_quality.py [--budget_seconds 240] [--threads 2] [--max_eval_chars 100000]
 
 Progress on stderr, JSON on stdout.
+
+Three recipes train on the same corpus (the embedded Shakespeare plays by default, the same train/validation split),
+each for the same number of seconds of training, and are scored the same way:
+
+(a) ``tutorial`` -- the classic char-RNN tutorial recipe, written here in plain PyTorch as tutorials write it: a
+    2-layer LSTM of 256 units over a 64-dimensional embedding, windows of 100 characters that may start at every
+    position of the text (step 1; a batch is random windows), the loss on the LAST character of each window only
+    (the character after the window), Adam at 2e-3, constant. It is the reference the project's recipes must beat.
+(b) ``default`` -- the project's default recipe, what `hf-charrnn demo` runs (`hf_charrnn.demo`: DEMO_MODEL, batches of
+    DEMO_BATCH_SIZE blocks of DEMO_BLOCK_SIZE characters, AdamW at DEMO_LEARNING_RATE with a cosine schedule and
+    clipping at 1) through `hf_charrnn.training.train()` (the Trainer path). Every block starts from a zero state and
+    every position is a training target.
+(c) ``bptt`` -- the stateful truncated-BPTT path (`hf_charrnn.training_accelerate.train_bptt`) with the same model,
+    batch shape, learning rate, schedule and clipping as (b): the state is carried from batch to batch.
+
+The budget covers the optimizer steps only (not loading data, building the tokenizer or scoring). The schedules of
+(b) and (c) are set for the number of steps that fit the budget, from a short timed calibration of real steps of that
+model and batch shape (as `hf-charrnn demo` plans its steps); each run is also stopped when its budget is spent --
+(b) by a `TrainerCallback` setting `control.should_training_stop`, (c) from `train_bptt`'s per-step callback (the
+model object passed in keeps the weights trained so far), (a) by its own loop. Periodic evaluation, checkpoints and
+samples during training are off for all three.
+
+Scoring, identical for all: bits per character on the validation split (or its first `max_eval_chars` characters),
+with the recurrent state carried over the whole text (`hf_charrnn.evaluation.score_stream`, `eval_batch_size` rows);
+the tutorial model is copied into a `CharRNNForCausalLM` of the same shape for this. Also reported, for every model:
+``windowed_bpc``, the tutorial's own regime -- each of the first `window_eval_predictions` validation characters
+predicted from the `window` characters before it, from a zero state -- so that neither regime favours one recipe.
 """
 
-from hf_charrnn.benchmark_quality import main
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_common import PlainLSTM, log, quiet_bptt_arguments
+from torch.nn import functional as F
+from transformers import AutoTokenizer, TrainerCallback, set_seed
+
+from hf_charrnn import data
+from hf_charrnn.configuration_charrnn import CharRNNConfig
+from hf_charrnn.demo import (
+    DEMO_BATCH_SIZE,
+    DEMO_BLOCK_SIZE,
+    DEMO_LEARNING_RATE,
+    DEMO_MODEL,
+)
+from hf_charrnn.evaluation import (
+    DEFAULT_CHUNK_LENGTH,
+    LN2,
+    dataset_stream,
+    score_stream,
+    summarize_scores,
+)
+from hf_charrnn.modeling_charrnn import CharRNNForCausalLM
+from hf_charrnn.reporting import generate_samples
+from hf_charrnn.trainer import train
+from hf_charrnn.trainer_utils import build_model, load_or_build_tokenizer, load_raw_data
+from hf_charrnn.bptt_args import BPTTDataArguments
+from hf_charrnn.training_accelerate import train_bptt
+from hf_charrnn.training_args import DataArguments, ModelArguments, default_training_arguments
+
+TUTORIAL_WINDOW = 100
+TUTORIAL_BATCH_SIZE = 128
+TUTORIAL_LEARNING_RATE = 2e-3
+RECIPES = ("tutorial", "default", "bptt")
+
+
+# ----------------------------------------------------------------------------------
+# (a) The tutorial recipe, in plain PyTorch
+# ----------------------------------------------------------------------------------
+
+
+class TutorialCharLSTM(PlainLSTM):
+    """The tutorials' model: embedding, LSTM, and a linear layer on the LAST output only (the next character)."""
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """`(batch, window)` token ids -> `(batch, vocab)` logits of the next character."""
+        output, _ = self.lstm(self.embedding(windows))
+        return self.head(output[:, -1])
+
+
+def sample_windows(stream: torch.Tensor, batch_size: int, window: int, generator: torch.Generator) -> torch.Tensor:
+    """`batch_size` random slices of `window + 1` tokens of a 1-D stream; any position may start one (step 1)."""
+    if stream.numel() < window + 2:
+        raise ValueError(f"The training text has {stream.numel()} tokens: too few for windows of {window} + 1.")
+    starts = torch.randint(0, stream.numel() - window, (batch_size, 1), generator=generator)
+    return stream[starts + torch.arange(window + 1)]
+
+
+def tutorial_loss(model: TutorialCharLSTM, windows: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the last character of each slice given the `window` characters before it."""
+    return F.cross_entropy(model(windows[:, :-1]), windows[:, -1])
+
+
+def train_tutorial(stream: torch.Tensor, vocab_size: int, budget_seconds: float, *, embedding_dim: int = 64,
+                   hidden_size: int = 256, num_layers: int = 2, window: int = TUTORIAL_WINDOW,
+                   batch_size: int = TUTORIAL_BATCH_SIZE, learning_rate: float = TUTORIAL_LEARNING_RATE,
+                   seed: int = 42, device: str = "cpu") -> tuple[TutorialCharLSTM, dict]:
+    """Train (a) until `budget_seconds` of optimizer steps are spent; returns the model and what it did."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = TutorialCharLSTM(vocab_size, embedding_dim, hidden_size, num_layers).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    steps, losses, started, next_report = 0, [], time.perf_counter(), 15.0
+    while True:
+        loss = tutorial_loss(model, sample_windows(stream, batch_size, window, generator).to(device))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        losses.append(loss.item())
+        elapsed = time.perf_counter() - started
+        if elapsed >= next_report:
+            next_report += 15.0
+            log(f"  tutorial: step {steps}, {elapsed:.0f} s, loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
+        if elapsed >= budget_seconds:
+            break
+    recent = losses[-max(1, min(50, len(losses))):]
+    return model.eval(), {
+        "steps": steps,
+        "train_seconds": round(elapsed, 2),
+        "chars_processed": steps * batch_size * window,
+        "predictions_trained": steps * batch_size,
+        "train_loss_recent": sum(recent) / len(recent),
+        "hyperparameters": {"window": window, "window_step": 1, "batch_size": batch_size, "optimizer": "Adam",
+                            "learning_rate": learning_rate, "lr_schedule": "constant", "loss": "last character only",
+                            "embedding_dim": embedding_dim, "hidden_size": hidden_size, "num_layers": num_layers},
+    }
+
+
+def tutorial_to_charrnn(model: TutorialCharLSTM, tokenizer) -> CharRNNForCausalLM:
+    """The same weights in a `CharRNNForCausalLM` (same layers, same computation), to be scored like the others."""
+    config = CharRNNConfig(
+        vocab_size=model.head.out_features, cell_type="lstm", embedding_dim=model.embedding.embedding_dim,
+        hidden_size=model.lstm.hidden_size, num_layers=model.lstm.num_layers, dropout=0.0,
+        pad_token_id=tokenizer.pad_token_id, unk_token_id=tokenizer.unk_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    charrnn = CharRNNForCausalLM(config)
+    charrnn.model.embeddings.load_state_dict(model.embedding.state_dict())
+    charrnn.model.rnn.load_state_dict(model.lstm.state_dict())
+    charrnn.lm_head.load_state_dict(model.head.state_dict())
+    return charrnn.to(next(model.parameters()).device).eval()
+
+
+# ----------------------------------------------------------------------------------
+# Budgets and calibration
+# ----------------------------------------------------------------------------------
+
+
+class WallClockBudget(TrainerCallback):
+    """Stops a Trainer run at the end of the first step that finds `budget_seconds` spent since training began."""
+
+    def __init__(self, budget_seconds: float):
+        self.budget_seconds = budget_seconds
+        self.started: float | None = None
+        self.elapsed = 0.0
+        self.stopped_early = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.elapsed = time.perf_counter() - self.started
+        if self.elapsed >= self.budget_seconds and state.global_step < state.max_steps:
+            control.should_training_stop = True
+            self.stopped_early = True
+        return control
+
+
+class _BudgetSpent(Exception):
+    """Raised from train_bptt's callback to stop it when its budget is spent."""
+
+
+def calibrate_seconds_per_step(model_kwargs: dict, vocab_size: int, batch_size: int, block_size: int,
+                               learning_rate: float, device: str = "cpu", steps: int = 5) -> float:
+    """Seconds per real forward/backward/AdamW step of this model and batch shape, as `hf_charrnn.demo.seconds_per_step`
+    measures the demo model, but the median of `steps` (after a warm-up step) rather than the best: the library loops
+    add a little per step, and a busy machine makes the best step an optimistic plan."""
+    torch.manual_seed(0)
+    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=vocab_size, **model_kwargs)).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    batch = torch.randint(4, vocab_size, (batch_size, block_size), device=device)
+    timings = []
+    for _ in range(steps + 1):
+        start = time.perf_counter()
+        model(batch, labels=batch).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings[1:])
+
+
+# ----------------------------------------------------------------------------------
+# (b) the default recipe (Trainer) and (c) stateful BPTT (Accelerate)
+# ----------------------------------------------------------------------------------
+
+
+def train_default_recipe(dataset: str, model_kwargs: dict, batch_size: int, block_size: int, learning_rate: float,
+                         max_steps: int, budget_seconds: float, output_dir: str, seed: int = 42,
+                         device: str = "cpu"):
+    """(b): `hf_charrnn.training.train()` with the demo's settings, `max_steps` planned, stopped at the budget."""
+    budget = WallClockBudget(budget_seconds)
+    training_args = default_training_arguments(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=max(1, max_steps // 20),
+        report_to="none",
+        seed=seed,
+        use_cpu=device == "cpu",
+    )
+    data_args = DataArguments(dataset=dataset, block_size=block_size, sample_every_steps=0, sample_length=1,
+                              max_eval_samples=2, overwrite_output_dir=True)
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its final metrics; stdout is for the JSON
+        summary = train(ModelArguments(**model_kwargs), data_args, training_args, callbacks=[budget])
+    model = CharRNNForCausalLM.from_pretrained(output_dir).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    steps = summary["steps"]
+    info = {
+        "steps": steps,
+        "planned_steps": max_steps,
+        "stopped_by_budget": budget.stopped_early,
+        "train_seconds": round(budget.elapsed, 2),
+        "chars_processed": steps * batch_size * block_size,
+        "predictions_trained": steps * batch_size * (block_size - 1),
+        "train_loss_mean": summary["train_loss"],
+        "hyperparameters": {key: summary["hyperparameters"][key] for key in (
+            "block_size", "per_device_train_batch_size", "learning_rate", "lr_scheduler_type", "warmup_steps",
+            "optimizer", "max_grad_norm", "embedding_dim", "hidden_size", "num_layers", "state_between_blocks")},
+    }
+    return model, tokenizer, info
+
+
+def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch_size: int, bptt_length: int,
+                      learning_rate: float, max_steps: int, budget_seconds: float, step_seconds: float,
+                      output_dir: str, seed: int = 42, device: str = "cpu"):
+    """(c): `train_bptt` with (b)'s model, batch shape, optimizer settings and schedule, stopped at the budget."""
+    set_seed(seed)
+    model = build_model(ModelArguments(**model_kwargs), tokenizer)
+    args = quiet_bptt_arguments(
+        output_dir=output_dir,
+        batch_size=batch_size,
+        bptt_length=bptt_length,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_ratio=0.02,
+        max_grad_norm=1.0,
+        cpu=device == "cpu",
+        seed=seed,
+        logging_steps=max(1, max_steps // 20),
+        max_eval_tokens=bptt_length,
+    )
+    # train_bptt calls back at the end of each step; its first step began about one calibrated step before that.
+    clock = {"started": None, "elapsed": 0.0, "losses": []}
+
+    def watch(info: dict) -> None:
+        now = time.perf_counter()
+        if clock["started"] is None:
+            clock["started"] = now - step_seconds
+        clock["elapsed"] = now - clock["started"]
+        clock["losses"].append(info["loss"])
+        if clock["elapsed"] >= budget_seconds and info["step"] < max_steps:
+            raise _BudgetSpent
+
+    stopped = False
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            train_bptt(args, model=model, tokenizer=tokenizer, dataset=splits, dataset_name=dataset, callback=watch)
+    except _BudgetSpent:
+        stopped = True
+    steps = len(clock["losses"])
+    recent = clock["losses"][-max(1, min(20, steps)):]
+    info = {
+        "steps": steps,
+        "planned_steps": max_steps,
+        "stopped_by_budget": stopped,
+        "train_seconds": round(clock["elapsed"], 2),
+        "chars_processed": steps * batch_size * bptt_length,
+        "predictions_trained": steps * batch_size * bptt_length,
+        "train_loss_recent": sum(recent) / len(recent) if recent else None,
+        "hyperparameters": {key: getattr(args, key) for key in (
+            "batch_size", "bptt_length", "learning_rate", "lr_scheduler_type", "warmup_ratio", "optimizer",
+            "max_grad_norm")} | {"state_between_blocks": "carried (detached)"},
+    }
+    return model.eval(), tokenizer, info
+
+
+# ----------------------------------------------------------------------------------
+# Scoring (the same for every recipe)
+# ----------------------------------------------------------------------------------
+
+
+def validation_stream(split, tokenizer, max_chars: int | None = None) -> tuple[torch.Tensor, int]:
+    """The validation split as scored (`dataset_stream`), optionally only its first `max_chars` predicted tokens."""
+    ids, characters = dataset_stream(split, tokenizer)
+    if max_chars is not None and ids.numel() > max_chars + 1:
+        characters = round(characters * max_chars / (ids.numel() - 1))
+        ids = ids[: max_chars + 1]
+    return ids, characters
+
+
+def carried_state_bpc(model, ids: torch.Tensor, characters: int, batch_size: int = 16,
+                      chunk_length: int = DEFAULT_CHUNK_LENGTH) -> dict:
+    """`hf_charrnn.evaluation`'s scoring: the state carried over the stream, `batch_size` contiguous rows."""
+    scores = score_stream(model, ids, chunk_length=chunk_length, batch_size=batch_size)
+    return summarize_scores(scores["nats"], scores["tokens"], characters)
+
+
+@torch.no_grad()
+def windowed_bpc(model, ids: torch.Tensor, window: int = TUTORIAL_WINDOW, predictions: int = 5000,
+                 batch_size: int = 256) -> float:
+    """Bits per character of tokens `window .. window + predictions - 1` of `ids`, each predicted from the `window`
+    tokens before it with a zero state (the tutorial's own regime; char tokenizer: one token = one character)."""
+    predictions = min(predictions, ids.numel() - window)
+    if predictions < 1:
+        raise ValueError(f"The validation text is shorter than the window ({window}).")
+    slices = ids[: window + predictions].unfold(0, window + 1, 1)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    nats = 0.0
+    try:
+        for start in range(0, predictions, batch_size):
+            part = slices[start : start + batch_size].to(device)
+            logits = model(input_ids=part[:, :-1], use_cache=False, logits_to_keep=1).logits[:, -1].float()
+            nats += float(F.cross_entropy(logits, part[:, -1], reduction="sum"))
+    finally:
+        model.train(was_training)
+    return nats / LN2 / predictions
+
+
+def _sample(model, tokenizer, length: int) -> str | None:
+    if not length:
+        return None
+
+    return generate_samples(model, tokenizer, ["ROMEO:"], seed=0, max_new_tokens=length)[0]["text"]
+
+
+# ----------------------------------------------------------------------------------
+# The benchmark
+# ----------------------------------------------------------------------------------
+
+
+def run_quality_benchmark(budget_seconds: float = 240.0, dataset: str = "shakespeare", recipes=RECIPES,
+                          hidden_size: int | None = None, num_layers: int | None = None,
+                          embedding_dim: int | None = None, batch_size: int | None = None,
+                          block_size: int | None = None, window: int = TUTORIAL_WINDOW,
+                          tutorial_batch_size: int = TUTORIAL_BATCH_SIZE, max_eval_chars: int | None = None,
+                          eval_batch_size: int = 16, window_eval_predictions: int = 5000, sample_length: int = 200,
+                          seed: int = 42, device: str = "cpu", output_dir: str | None = None) -> dict:
+    """Train and score the recipes (see the module docstring); returns the JSON-ready results."""
+
+    unknown = set(recipes) - set(RECIPES)
+    if unknown or not recipes:
+        raise ValueError(f"Unknown recipe(s) {sorted(unknown)}; choose from {', '.join(RECIPES)}.")
+    if budget_seconds <= 0:
+        raise ValueError(f"--budget_seconds must be positive, got {budget_seconds}.")
+    model_kwargs = dict(DEMO_MODEL)
+    for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("embedding_dim", embedding_dim)):
+        if value is not None:
+            model_kwargs[key] = value
+    batch_size = batch_size or DEMO_BATCH_SIZE
+    block_size = block_size or DEMO_BLOCK_SIZE
+
+    log(f"Loading {dataset} and building the character tokenizer")
+    splits = load_raw_data(BPTTDataArguments(dataset=dataset).to_trainer_data_arguments())
+    tokenizer, _ = load_or_build_tokenizer(ModelArguments(), [row["text"] for row in splits["train"]])
+    train_stream = data.tokenize_stream(splits["train"], tokenizer)
+    eval_ids, eval_chars = validation_stream(splits["validation"], tokenizer, max_eval_chars)
+
+    results: dict = {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "dataset": dataset,
+        "train_characters": int(train_stream.numel()),
+        "budget_seconds_per_recipe": budget_seconds,
+        "scoring": {
+            "bpc": f"carried state over the validation split, {eval_batch_size} rows (hf_charrnn.evaluation."
+                   "score_stream)",
+            "validation_characters": eval_chars,
+            "validation_capped": max_eval_chars is not None and eval_chars < sum(
+                len(row["text"]) + 1 for row in splits["validation"]),
+            "windowed_bpc": f"first {window_eval_predictions} validation characters after the first {window}, "
+                            f"each from the {window} before it, zero state",
+        },
+        "recipes": {},
+    }
+
+    def score(name: str, model, model_tokenizer, info: dict) -> None:
+        if model_tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise RuntimeError(f"Recipe {name} built a different vocabulary; the scores would not be comparable.")
+        started = time.perf_counter()
+        scores = carried_state_bpc(model, eval_ids, eval_chars, batch_size=eval_batch_size)
+        info["validation_loss"] = scores["loss"]
+        info["bpc"] = scores["bpc"]
+        info["windowed_bpc"] = (windowed_bpc(model, eval_ids, window, window_eval_predictions)
+                                if window_eval_predictions else None)
+        info["sample"] = _sample(model, model_tokenizer, sample_length)
+        windowed = "" if info["windowed_bpc"] is None else f" (windowed {info['windowed_bpc']:.4f})"
+        log(f"  {name}: validation {info['bpc']:.4f} bpc{windowed} after "
+            f"{info['steps']} steps, {info['train_seconds']:.0f} s; scored in {time.perf_counter() - started:.1f} s")
+        results["recipes"][name] = info
+
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(output_dir or scratch)
+        if "tutorial" in recipes:
+            log(f"(a) tutorial recipe: windows of {window}, last-character loss, Adam {TUTORIAL_LEARNING_RATE}, "
+                f"{budget_seconds:g} s")
+            model, info = train_tutorial(
+                train_stream, len(tokenizer), budget_seconds, embedding_dim=model_kwargs["embedding_dim"],
+                hidden_size=model_kwargs["hidden_size"], num_layers=model_kwargs["num_layers"], window=window,
+                batch_size=tutorial_batch_size, seed=seed, device=device,
+            )
+            score("tutorial", tutorial_to_charrnn(model, tokenizer), tokenizer, info)
+        planned = None
+        if "default" in recipes or "bptt" in recipes:
+            step_seconds = calibrate_seconds_per_step(model_kwargs, len(tokenizer), batch_size, block_size,
+                                                      DEMO_LEARNING_RATE, device)
+            planned = max(1, int(budget_seconds / step_seconds))
+            results["calibration"] = {"seconds_per_step": round(step_seconds, 4), "planned_steps": planned}
+            log(f"Calibration: {step_seconds:.3f} s per step of {batch_size} x {block_size}: {planned} steps fit "
+                f"{budget_seconds:g} s")
+        if "default" in recipes:
+            log(f"(b) default recipe (hf-charrnn demo's, Trainer path), {budget_seconds:g} s")
+            model, model_tokenizer, info = train_default_recipe(
+                dataset, model_kwargs, batch_size, block_size, DEMO_LEARNING_RATE, planned, budget_seconds,
+                str(root / "default"), seed=seed, device=device,
+            )
+            score("default", model, model_tokenizer, info)
+        if "bptt" in recipes:
+            log(f"(c) stateful truncated BPTT (Accelerate path), {budget_seconds:g} s")
+            model, model_tokenizer, info = train_bptt_recipe(
+                splits, dataset, tokenizer, model_kwargs, batch_size, block_size, DEMO_LEARNING_RATE, planned,
+                budget_seconds, step_seconds, str(root / "bptt"), seed=seed, device=device,
+            )
+            score("bptt", model, model_tokenizer, info)
+
+    scored = results["recipes"]
+    if "tutorial" in scored and "default" in scored:
+        results["tutorial_minus_default_bpc"] = round(scored["tutorial"]["bpc"] - scored["default"]["bpc"], 4)
+        if window_eval_predictions:
+            results["tutorial_minus_default_windowed_bpc"] = round(
+                scored["tutorial"]["windowed_bpc"] - scored["default"]["windowed_bpc"], 4)
+        results["target"] = "tutorial_minus_default_bpc >= 0.3"
+    if "default" in scored and "bptt" in scored:
+        # Positive: the stateful BPTT path ends better than the Trainer path at the same budget.
+        results["default_minus_bptt_bpc"] = round(scored["default"]["bpc"] - scored["bptt"]["bpc"], 4)
+    for info in scored.values():
+        for key in ("bpc", "windowed_bpc", "validation_loss"):
+            if isinstance(info[key], float) and math.isfinite(info[key]):
+                info[key] = round(info[key], 4)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="bench_quality",
+        description="Validation bits per character of the tutorial char-RNN recipe, the project's default recipe "
+        "(hf-charrnn demo, Trainer) and stateful truncated BPTT (Accelerate), each trained for the same wall-clock "
+        "budget on the same data and scored the same way. Progress goes to stderr, the JSON result to stdout.",
+    )
+    parser.add_argument("--budget_seconds", type=float, default=240.0, help="training time per recipe")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--dataset", default="shakespeare", help="as `hf-charrnn train --dataset`")
+    parser.add_argument("--hidden_size", type=int, help="all recipes (default: the demo's, 256)")
+    parser.add_argument("--num_layers", type=int, help="all recipes (default: the demo's, 2)")
+    parser.add_argument("--embedding_dim", type=int, help="all recipes (default: the demo's, 64)")
+    parser.add_argument("--batch_size", type=int, help="blocks per batch of (b) and (c) (default: the demo's, 32)")
+    parser.add_argument("--block_size", type=int, help="block / BPTT length of (b) and (c) (default: the demo's, 256)")
+    parser.add_argument("--window", type=int, default=TUTORIAL_WINDOW, help="(a)'s window length")
+    parser.add_argument("--tutorial_batch_size", type=int, default=TUTORIAL_BATCH_SIZE, help="(a)'s windows per batch")
+    parser.add_argument("--max_eval_chars", type=int, help="score only the first this-many validation characters")
+    parser.add_argument("--eval_batch_size", type=int, default=16, help="rows of the carried-state scoring")
+    parser.add_argument("--window_eval_predictions", type=int, default=5000, help="characters scored windowed")
+    parser.add_argument("--sample_length", type=int, default=200, help="characters sampled from each model (0: none)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output_dir", help="keep the library runs' outputs here (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run_quality_benchmark(
+        budget_seconds=args.budget_seconds, dataset=args.dataset, recipes=tuple(args.recipes),
+        hidden_size=args.hidden_size, num_layers=args.num_layers, embedding_dim=args.embedding_dim,
+        batch_size=args.batch_size, block_size=args.block_size, window=args.window,
+        tutorial_batch_size=args.tutorial_batch_size, max_eval_chars=args.max_eval_chars,
+        eval_batch_size=args.eval_batch_size, window_eval_predictions=args.window_eval_predictions,
+        sample_length=args.sample_length, seed=args.seed, device=args.device, output_dir=args.output_dir,
+    )
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+__all__ = [
+    "RECIPES",
+    "TutorialCharLSTM",
+    "WallClockBudget",
+    "calibrate_seconds_per_step",
+    "carried_state_bpc",
+    "main",
+    "run_quality_benchmark",
+    "sample_windows",
+    "train_bptt_recipe",
+    "train_default_recipe",
+    "train_tutorial",
+    "tutorial_loss",
+    "tutorial_to_charrnn",
+    "validation_stream",
+    "windowed_bpc",
+]
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

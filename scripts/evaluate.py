@@ -1,6 +1,8 @@
 """Loss, bits per character and perplexity of a checkpoint, as JSON: `python scripts/evaluate.py --help`."""
 
-from hf_charrnn.evaluate_command import main
+import sys
+
+from hf_charrnn.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["evaluate", *sys.argv[1:]]))

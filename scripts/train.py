@@ -1,6 +1,8 @@
 """Train a CharRNN with transformers' Trainer: `python scripts/train.py --help`."""
 
-from hf_charrnn.training import main
+import sys
+
+from hf_charrnn.cli import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["train", *sys.argv[1:]]))

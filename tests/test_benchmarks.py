@@ -1,10 +1,11 @@
-"""Tests for the training-speed and quality benchmarks (hf_charrnn.benchmark_training / benchmark_quality).
+"""Tests for the training-speed and quality benchmarks (scripts/bench_train.py, scripts/bench_quality.py).
 
 The fast tests check the pieces against hand computations (the tutorial recipe's last-character loss, its window
 sampling, the timing arithmetic, the budget stop, the scoring helpers); the slow ones run both scripts end to end with
 tiny models and budgets and check the JSON they print.
 """
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -18,21 +19,29 @@ from torch.nn import functional as F
 from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
-from hf_charrnn.benchmark_quality import (
-    TutorialCharLSTM,
-    WallClockBudget,
-    carried_state_bpc,
-    sample_windows,
-    tutorial_loss,
-    tutorial_to_charrnn,
-    validation_stream,
-    windowed_bpc,
-)
-from hf_charrnn.benchmark_training import StepTimes, random_blocks, timed_rate
 from hf_charrnn.evaluation import score_stream
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """A benchmark script as a module. Not through sys.path: scripts/ also holds evaluate.py, which would shadow the
+    `evaluate` library for every later import in the session."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # the scripts import bench_common as a sibling module
+    spec.loader.exec_module(module)
+    return module
+
+
+load_script("bench_common")
+bench_quality, bench_train = load_script("bench_quality"), load_script("bench_train")
+TutorialCharLSTM, WallClockBudget = bench_quality.TutorialCharLSTM, bench_quality.WallClockBudget
+carried_state_bpc, sample_windows = bench_quality.carried_state_bpc, bench_quality.sample_windows
+tutorial_loss, tutorial_to_charrnn = bench_quality.tutorial_loss, bench_quality.tutorial_to_charrnn
+validation_stream, windowed_bpc = bench_quality.validation_stream, bench_quality.windowed_bpc
+StepTimes, random_blocks, timed_rate = bench_train.StepTimes, bench_train.random_blocks, bench_train.timed_rate
 
 
 def tiny_tutorial(seed: int = 0, vocab_size: int = 7) -> TutorialCharLSTM:
