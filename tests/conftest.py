@@ -35,4 +35,4 @@ def tiny_model(seed: int = 0, **overrides) -> CharRNNForCausalLM:
 @pytest.fixture(params=CELL_TYPES)
 def cell_type(request) -> str:
     return request.param
-from hub_fixtures import *  # noqa: E402,F401,F403  (Hub test server fixtures)
+from fake_hub.fixtures import *  # noqa: E402,F401,F403  (Hub test server fixtures)

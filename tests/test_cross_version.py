@@ -16,9 +16,9 @@ import sys
 import pytest
 
 try:
-    from hub_fixtures import BLOCK_PACKAGE, run_python
+    from fake_hub.fixtures import BLOCK_PACKAGE, run_python
 except ImportError:  # tests/ imported as a package
-    from tests.hub_fixtures import BLOCK_PACKAGE, run_python
+    from tests.fake_hub.fixtures import BLOCK_PACKAGE, run_python
 
 OTHER_PYTHON = os.environ.get("HF_CHARRNN_OTHER_PYTHON")
 pytestmark = [

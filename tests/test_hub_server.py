@@ -1,7 +1,7 @@
-"""The loopback Hub (tests/hub_server.py) answers plain huggingface_hub the way the Hub does.
+"""The loopback Hub (tests/fake_hub/) answers plain huggingface_hub the way the Hub does.
 
 Every round trip runs huggingface_hub in a child process pointed at the server with
-HF_ENDPOINT (see hub_fixtures.py for why).
+HF_ENDPOINT (see fake_hub/fixtures.py for why).
 """
 
 import json

@@ -1,15 +1,11 @@
 """pytest fixtures for Hub round trips with no internet.
 
-Import them into ``tests/conftest.py`` with::
-
-    from tests.hub_fixtures import *  # noqa: F401,F403  (hub_server, hub_env, hub_python, olah_mirror, ...)
-
-or, if ``tests`` is not a package (no ``tests/__init__.py``), with ``from hub_fixtures import *``
-(pytest puts the test folder on ``sys.path`` in its default "prepend" import mode).
+``tests/conftest.py`` imports them with ``from fake_hub.fixtures import *`` (``tests`` is not
+a package: pytest puts the test folder on ``sys.path`` in its default "prepend" import mode).
 
 Fixtures
 --------
-``hub_server``   session: a ``HubServer`` (tests/hub_server.py) on a free 127.0.0.1 port.
+``hub_server``   session: a ``HubServer`` (tests/fake_hub/server.py) on a free 127.0.0.1 port.
                  ``.endpoint``, ``.token``, ``.read_token``, ``.user``, ``.state``, ``.env(...)``.
 ``hub_env``      function: environment dict for a child process (fresh HF_HOME under
                  tmp_path, HF_ENDPOINT, HF_TOKEN, telemetry off). At teardown it fails the
@@ -43,10 +39,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from .hub_server import HubServer
-except ImportError:  # tests/ not a package: imported as a top-level module
-    from hub_server import HubServer
+from .server import HubServer
 
 __all__ = [
     "BLOCK_PACKAGE",
