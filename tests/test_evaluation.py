@@ -12,6 +12,8 @@ import torch
 from datasets import Dataset
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn.cli import main as hf_charrnn_command
+from hf_charrnn.cli.evaluate import main
 from hf_charrnn.data import tokenize_stream
 from hf_charrnn.evaluation import (
     LN2,
@@ -23,8 +25,6 @@ from hf_charrnn.evaluation import (
     score_stream,
     stream_row_bounds,
 )
-from hf_charrnn.cli import main as hf_charrnn_command
-from hf_charrnn.evaluate_command import main
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
-"""Publishing to and loading from the Hub, against the loopback Hub of tests/hub_server.py.
+"""Publishing to and loading from the Hub, against the loopback Hub of tests/fake_hub/.
 
 Pushes and pulls run in child processes pointed at the server with HF_ENDPOINT (see
-tests/hub_fixtures.py); this process builds tiny models and compares results bit for bit.
+tests/fake_hub/fixtures.py); this process builds tiny models and compares results bit for bit.
 """
 
 import json
@@ -13,14 +13,15 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
-from hf_charrnn.hub import PushToHubError, check_output_dir, check_repo_id, collect_upload, render_model_card
+from hf_charrnn.hub import PushToHubError, check_output_dir, check_repo_id, collect_upload
+from hf_charrnn.model_card import render_model_card
 from hf_charrnn.reporting import generate_samples, plot_loss_curve, write_training_summary
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 try:
-    from hub_fixtures import BLOCK_PACKAGE, run_python
+    from fake_hub.fixtures import BLOCK_PACKAGE, run_python
 except ImportError:  # tests/ imported as a package
-    from tests.hub_fixtures import BLOCK_PACKAGE, run_python
+    from tests.fake_hub.fixtures import BLOCK_PACKAGE, run_python
 
 TEXT = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me! O Romeo, Romeo!\n"
 PROMPT = "ROMEO:"
@@ -446,7 +447,7 @@ print("RESULT " + json.dumps({{"tokens": out[0].tolist(), "folder": folder}}))
 
 
 def test_push_command_prints_the_card_and_refuses_bad_folders(tmp_path, capsys):
-    from hf_charrnn.hub import main
+    from hf_charrnn.cli.push import main
 
     folder = make_output_dir(tmp_path / "out")
     assert main([str(folder), "someone/x", "--print-card"]) == 0

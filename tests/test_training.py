@@ -18,20 +18,20 @@ import pytest
 import torch
 from datasets import Dataset
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, default_data_collator
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    TrainerCallback,
+    default_data_collator,
+)
 
 import hf_charrnn  # noqa: F401  (registers the Auto classes)
+from hf_charrnn.cli.train import main, parse_arguments
 from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
-from hf_charrnn.training import (
-    CharRNNTrainer,
-    TrainingDivergedError,
-    default_training_arguments,
-    last_complete_checkpoint,
-    main,
-    parse_arguments,
-    train,
-)
+from hf_charrnn.trainer import CharRNNTrainer, train
+from hf_charrnn.trainer_utils import TrainingDivergedError, last_complete_checkpoint
+from hf_charrnn.training_args import default_training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the king queen sword crown night day love death blood heart speak hear come go fair foul".split()

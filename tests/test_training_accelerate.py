@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +16,18 @@ from safetensors.torch import load_file
 from torch.nn import functional as F
 
 from hf_charrnn import CharRNNCache, CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn.cli.train_accelerate import main
 from hf_charrnn.data import batchify, tokenize_stream
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
-from hf_charrnn.training import ModelArguments, TrainingDivergedError, TrainingInterrupted, TrainingSetupError
-from hf_charrnn.training_accelerate import (
-    BPTTArguments,
-    BPTTDataArguments,
-    list_checkpoints,
-    main,
-    resolve_checkpoint,
-    train_bptt,
+from hf_charrnn.trainer_utils import (
+    TrainingDivergedError,
+    TrainingInterrupted,
+    TrainingSetupError,
 )
+from hf_charrnn.bptt import list_checkpoints, resolve_checkpoint
+from hf_charrnn.bptt_args import BPTTArguments, BPTTDataArguments
+from hf_charrnn.training_accelerate import train_bptt
+from hf_charrnn.training_args import ModelArguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -357,9 +359,12 @@ def test_two_processes_match_one_process(tmp_path):
 
     train, validation = write_corpus_files(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    with socket.socket() as probe:  # a free port: accelerate's default 29500 may be held by another run
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     launch = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
         str(REPO / "scripts" / "train_accelerate.py"),
     ]
     two = subprocess.run(

@@ -1,7 +1,7 @@
 """The `hf-charrnn` command: one entry point for training, sampling, scoring and sharing models.
 
-Each subcommand is the `main(argv)` of a library module; this file dispatches to it and decides how a failure is
-shown. Errors the project raises on purpose (its own checks of options, files and data, in hf_charrnn's code) and
+Each subcommand is the `main(argv)` of a module of this package (`hf_charrnn/cli/<command>.py`, the only place that
+parses options); this file dispatches to it and decides how a failure is shown (codes in `exit_codes`). Errors the project raises on purpose (its own checks of options, files and data, in hf_charrnn's code) and
 operating-system errors (a missing file or folder, no network) are the user's to fix: one `error:` line, exit 2.
 Anything else is a bug, in hf_charrnn or in how it uses a dependency: a short traceback that says so and asks for
 the output of `hf-charrnn env`, exit 1. A bug must never read like a user mistake.
@@ -12,23 +12,24 @@ import sys
 import traceback
 from pathlib import Path
 
+from .exit_codes import EXIT_BUG, EXIT_OK, EXIT_SIGINT, EXIT_USER_ERROR
+
 COMMANDS = {
-    "demo": ("hf_charrnn.demo", "train the default Shakespeare model on this machine, then sample from it"),
-    "train": ("hf_charrnn.training", "train or fine-tune a model with transformers' Trainer"),
+    "demo": ("hf_charrnn.cli.demo", "train the default Shakespeare model on this machine, then sample from it"),
+    "train": ("hf_charrnn.cli.train", "train or fine-tune a model with transformers' Trainer"),
     "train-accelerate": (
-        "hf_charrnn.training_accelerate",
+        "hf_charrnn.cli.train_accelerate",
         "train with Accelerate and stateful truncated BPTT (the classic char-rnn recipe)",
     ),
-    "generate": ("hf_charrnn.generate", "sample text from a trained model (folder or Hub id)"),
-    "evaluate": ("hf_charrnn.evaluate_command", "score a model in bits per character on a split or a text file"),
-    "push": ("hf_charrnn.hub", "upload a training output folder to the Hub, with a model card"),
-    "env": ("hf_charrnn.env", "print the versions and device to include in a bug report"),
+    "generate": ("hf_charrnn.cli.generate", "sample text from a trained model (folder or Hub id)"),
+    "evaluate": ("hf_charrnn.cli.evaluate", "score a model in bits per character on a split or a text file"),
+    "push": ("hf_charrnn.cli.push", "upload a training output folder to the Hub, with a model card"),
+    "env": ("hf_charrnn.cli.env", "print the versions and device to include in a bug report"),
 }
 
-EXIT_USER_ERROR, EXIT_BUG, EXIT_INTERRUPTED = 2, 1, 130
 # What the project's own checks raise: a user error when a `raise` in hf_charrnn's code raised it (raised_on_purpose).
 CHECK_ERRORS = (ValueError, TypeError)
-PACKAGE_DIRECTORY = Path(__file__).resolve().parent
+PACKAGE_DIRECTORY = Path(__file__).resolve().parent.parent
 # The model's files also run as remote code, copied next to a checkpoint and imported from the Hub module cache.
 MODEL_FILE_NAMES = ("configuration_charrnn.py", "modeling_charrnn.py")
 TRACEBACK_FRAMES = 6  # the innermost frames of a bug's traceback: where it happened, without the launch machinery
@@ -78,17 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
-        return 0
+        return EXIT_OK
     command, *rest = argv
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return EXIT_USER_ERROR
     try:
         module = importlib.import_module(COMMANDS[command][0])
-        return module.main(rest) or 0
+        return module.main(rest) or EXIT_OK
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return EXIT_SIGINT
     except Exception as error:  # noqa: BLE001 - every failure is shown, the question is only how
         if is_user_error(error):
             print(f"error: {error}", file=sys.stderr)
@@ -96,6 +97,3 @@ def main(argv: list[str] | None = None) -> int:
         report_bug(error)
         return EXIT_BUG
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -17,12 +17,15 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser
 
-from . import data
-from .evaluation import DEFAULT_CHUNK_LENGTH, evaluate_dataset
-from .model_loading import load_model_and_tokenizer
-from .tokenization_charrnn import count_unknown_characters, is_char_level, unknown_warning
-from .training import dataset_label, load_raw_data, recorded_data_arguments
-
+from .. import data
+from ..evaluation import DEFAULT_CHUNK_LENGTH, evaluate_dataset
+from ..model_loading import load_model_and_tokenizer
+from ..tokenization_charrnn import (
+    count_unknown_characters,
+    is_char_level,
+    unknown_warning,
+)
+from ..trainer_utils import dataset_label, load_raw_data, recorded_data_arguments
 
 
 @dataclass

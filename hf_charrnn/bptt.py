@@ -1,0 +1,405 @@
+"""The stateful truncated-BPTT loop of `hf-charrnn train-accelerate`, one short method per thing it does.
+
+`training_accelerate.train_bptt` checks the options, builds the model, data and optimizer, and hands them to
+`BPTTLoop`: it steps through the token stream with the recurrent state carried from batch to batch, logs, evaluates,
+samples and saves checkpoints, and on a resume restores everything a checkpoint holds so that the run continues
+exactly (the same weights as an uninterrupted run). Where the loop is lives in `BPTTProgress`, saved whole in every
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .evaluation import score_stream, stream_row_bounds, summarize_scores
+from .modeling_charrnn import CharRNNCache
+from .reporting import generate_samples
+from .run_folder import atomic_write_json, read_json_file, refused_pickle_message
+from .trainer_utils import TrainingDivergedError, TrainingInterrupted, TrainingSetupError
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "bptt_state.json"  # written last: a checkpoint folder without it is incomplete and ignored
+RNN_STATE_FILE = "rnn_state.pt"
+
+
+@dataclass
+class BPTTProgress:
+    """Where the loop is: saved in every checkpoint (the "state" of bptt_state.json), restored on a resume."""
+
+    step: int = 0
+    epoch: int = 0
+    block: int = 0  # the next batch of the epoch
+    tokens_seen: int = 0
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    pending_loss_sum: float = 0.0  # step losses since the last logged one
+    pending_loss_count: int = 0
+    train_runtime_s: float = 0.0
+
+
+@dataclass
+class BPTTStreams:
+    """The token streams one process trains and evaluates on."""
+
+    rows: torch.Tensor  # this process's rows of the training stream, (local_rows, tokens)
+    local_rows: int
+    blocks_per_epoch: int
+    train_tokens: int
+    eval_sets: dict[str, tuple[torch.Tensor, int]]  # split -> (token ids, characters)
+
+
+class StopSignals:
+    """SIGINT/SIGTERM set a flag (the loop saves a checkpoint and stops); a second signal stops at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints (`checkpoint-STEP` folders with a readable state file) in `output_dir`, oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", child.name)
+        if match and child.is_dir() and (child / STATE_FILE).is_file():
+            if read_json_file(child / STATE_FILE, "state file of this checkpoint (it is skipped)") is not None:
+                found.append((int(match.group(1)), child))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_checkpoint(spec: str, output_dir: str | os.PathLike) -> Path:
+    """`'latest'` (or `'last'`, `'true'`, `'auto'`, as `hf-charrnn train` accepts) -> the newest complete checkpoint in
+    `output_dir`; a path -> that checkpoint (checked)."""
+    if str(spec).lower() in ("latest", "last", "true", "auto"):
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            raise FileNotFoundError(
+                f"--resume_from_checkpoint latest: no complete checkpoint-STEP folder in {str(output_dir)!r}."
+            )
+        return checkpoints[-1]
+    path = Path(spec)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{spec!r} is not a complete checkpoint of this training loop (no {STATE_FILE} in it). "
+            "Give a checkpoint-STEP folder written by train-accelerate, or 'latest'."
+        )
+    return path
+
+
+def _cache_to_global(accelerator, cache) -> dict[str, torch.Tensor]:
+    """Gather every process's rows of the carried state into one `(num_layers, batch_size, hidden)` tensor each."""
+    gathered = {}
+    for name in ("hidden", "cell"):
+        tensor = getattr(cache, name)
+        if tensor is None:
+            continue
+        rows_first = tensor.detach().transpose(0, 1).contiguous()  # (rows, layers, hidden)
+        gathered[name] = accelerator.gather(rows_first).transpose(0, 1).contiguous().cpu()
+    return gathered
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class BPTTLoop:
+    """
+    Stateful truncated BPTT over `streams` (see `hf_charrnn.training_accelerate`): `restore(checkpoint)` to resume,
+    then `run()`; `evaluate(split)` scores with the state carried over the whole split.
+    """
+
+    def __init__(self, args, accelerator, model, optimizer, scheduler, tokenizer, streams: BPTTStreams,
+                 total_steps: int, prompts: list[str], callback: Callable[[dict], None] | None = None):
+        self.args, self.accelerator, self.model = args, accelerator, model
+        self.optimizer, self.scheduler, self.tokenizer = optimizer, scheduler, tokenizer
+        self.streams, self.total_steps, self.prompts, self.callback = streams, total_steps, prompts, callback
+        self.unwrapped = accelerator.unwrap_model(model)
+        self.output_dir = Path(args.output_dir)
+        self.progress = BPTTProgress()
+        self.cache: CharRNNCache | None = None
+        self.last_checkpoint: Path | None = None
+        self.progress_bar = None
+
+    @property
+    def layout(self) -> dict[str, int]:
+        """What a checkpoint's position means: resuming needs the same values."""
+        return {"batch_size": self.args.batch_size, "bptt_length": self.args.bptt_length,
+                "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
+                "train_tokens": self.streams.train_tokens}
+
+    # ---- resume ----------------------------------------------------------------------------------------------------
+
+    def restore(self, checkpoint: Path) -> None:
+        """Load a checkpoint: weights, optimizer, schedule, RNG states, the position and the carried state."""
+        saved = read_json_file(checkpoint / STATE_FILE, "state file")
+        if saved is None:
+            raise TrainingSetupError(f"{checkpoint / STATE_FILE} is missing or damaged: resume from another "
+                                     "checkpoint (--resume_from_checkpoint latest picks the newest complete one).")
+        different = {key: (saved["layout"][key], value) for key, value in self.layout.items()
+                     if saved["layout"][key] != value}
+        if different:
+            raise TrainingSetupError(
+                f"Cannot resume exactly from {checkpoint}: it was made with a different layout "
+                + ", ".join(f"{key}={old} (now {new})" for key, (old, new) in different.items())
+                + ". Resume with the same data and options."
+            )
+        try:
+            self.accelerator.load_state(str(checkpoint))
+        except pickle.UnpicklingError:
+            raise TrainingSetupError(refused_pickle_message(checkpoint)) from None
+        except (RuntimeError, OSError, KeyError) as error:
+            raise TrainingSetupError(
+                f"Cannot load the checkpoint {checkpoint} into this model/optimizer ({error}). Resume with the "
+                "checkpoint's own tokenizer and model shape (leave --model_name_or_path / --tokenizer_name out)."
+            ) from error
+        self.progress = BPTTProgress(**saved["state"])
+        if self.progress.block > 0:
+            self.cache = self._load_carried_state(checkpoint)
+        self.last_checkpoint = checkpoint
+        self.accelerator.print(f"Resumed from {checkpoint} at step {self.progress.step} (epoch {self.progress.epoch}).")
+
+    def _load_carried_state(self, checkpoint: Path) -> CharRNNCache:
+        try:
+            tensors = torch.load(checkpoint / RNN_STATE_FILE, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise TrainingSetupError(refused_pickle_message(checkpoint)) from None
+        rank, rows = self.accelerator.process_index, self.streams.local_rows
+        mine, device = slice(rank * rows, (rank + 1) * rows), self.accelerator.device
+        return CharRNNCache(tensors["hidden"][:, mine].to(device),
+                            tensors["cell"][:, mine].to(device) if "cell" in tensors else None)
+
+    # ---- the loop --------------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Train up to `total_steps`; raises `TrainingInterrupted` after a stop signal saved a checkpoint."""
+        self.progress_bar = tqdm(
+            total=self.total_steps, initial=self.progress.step, desc="train (BPTT)", unit="step", dynamic_ncols=True,
+            disable=self.args.disable_tqdm or not self.accelerator.is_local_main_process,
+        )
+        started = time.perf_counter() - self.progress.train_runtime_s
+        rows = self.streams.rows.to(self.accelerator.device)
+        with StopSignals() as signals:
+            while self.progress.step < self.total_steps:
+                step_loss, grad_norm = self._optimizer_step(rows)
+                self._after_step(step_loss, grad_norm)
+                self.progress.train_runtime_s = time.perf_counter() - started
+                if self.callback is not None:
+                    self.callback({"step": self.progress.step, "epoch": self.epoch_float, "loss": step_loss,
+                                   "learning_rate": self.scheduler.get_last_lr()[0]})
+                if self._save_or_stop(signals):
+                    self.progress_bar.close()
+                    raise self._interrupted(signals)
+        self.progress_bar.close()
+
+    @property
+    def epoch_float(self) -> float:
+        return self.progress.epoch + self.progress.block / self.streams.blocks_per_epoch
+
+    def _optimizer_step(self, rows: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+        """`gradient_accumulation_steps` batches (fewer at an epoch's end), then one optimizer step."""
+        args, progress = self.args, self.progress
+        if progress.block == 0 or self.cache is None:
+            self.cache = CharRNNCache.zeros(self.unwrapped.config, self.streams.local_rows,
+                                            device=self.accelerator.device, dtype=torch.float32)
+        micro = min(args.gradient_accumulation_steps, self.streams.blocks_per_epoch - progress.block)
+        step_loss = torch.zeros((), device=self.accelerator.device, dtype=torch.float64)
+        for index in range(micro):
+            step_loss += self._forward_backward(rows, micro, last=index == micro - 1).double() / micro
+            progress.block += 1
+        grad_norm = None
+        if args.max_grad_norm > 0:
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            if grad_norm is not None and not torch.isfinite(grad_norm):
+                raise self._diverged("gradient norm", float(grad_norm))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        progress.step += 1
+        progress.tokens_seen += micro * args.batch_size * args.bptt_length
+        if progress.block >= self.streams.blocks_per_epoch:
+            progress.epoch, progress.block = progress.epoch + 1, 0
+        return float(step_loss), grad_norm
+
+    def _forward_backward(self, rows: torch.Tensor, micro: int, last: bool) -> torch.Tensor:
+        """One of `micro` batches of a step: the next `bptt_length` tokens of every row from the carried state, the
+        gradients synchronized after the `last` one; returns the batch's loss (averaged over processes)."""
+        start = self.progress.block * self.args.bptt_length
+        inputs = rows[:, start : start + self.args.bptt_length]
+        targets = rows[:, start + 1 : start + 1 + self.args.bptt_length]
+        sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+        with sync:
+            with self.accelerator.autocast():
+                out = self.model(input_ids=inputs, cache=self.cache, use_cache=True)
+            logits = out.logits.float()
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            several = self.accelerator.num_processes > 1
+            mean_loss = self.accelerator.reduce(loss.detach(), "mean") if several else loss.detach()
+            if not torch.isfinite(mean_loss):
+                raise self._diverged("training loss", float(mean_loss))
+            self.accelerator.backward(loss / micro)
+        self.cache = out.cache.detach()
+        return mean_loss
+
+    def _after_step(self, step_loss: float, grad_norm) -> None:
+        """What happens at the end of an optimizer step: log, evaluate, sample (each at its own interval)."""
+        args, step = self.args, self.progress.step
+        self.progress.pending_loss_sum += step_loss
+        self.progress.pending_loss_count += 1
+        self.progress_bar.update(1)
+        if args.logging_steps and (step % args.logging_steps == 0 or step == self.total_steps):
+            self._log_loss(grad_norm)
+        if args.eval_steps and step % args.eval_steps == 0 and step != self.total_steps:
+            metrics = self.evaluate("validation")
+            self.record_evaluation(metrics)
+            self._say(f"step {step}: validation loss {metrics['loss']:.4f}, bpc {metrics['bpc']:.4f}")
+        if args.sample_steps and step % args.sample_steps == 0 and self.accelerator.is_main_process:
+            sample = generate_samples(self.unwrapped, self.tokenizer, self.prompts[:1], seed=args.seed,
+                                      max_new_tokens=args.sample_max_new_tokens,
+                                      temperature=args.sample_temperature, do_sample=True)[0]
+            self.accelerator.log({"samples": sample["text"]}, step=step)
+            self._say(f"--- sample at step {step} ---\n{sample['text']}\n---")
+
+    def _log_loss(self, grad_norm) -> None:
+        progress, learning_rate = self.progress, self.scheduler.get_last_lr()[0]
+        mean = progress.pending_loss_sum / progress.pending_loss_count
+        entry = {"step": progress.step, "epoch": round(self.epoch_float, 4), "loss": mean, "learning_rate": learning_rate}
+        if grad_norm is not None:
+            entry["grad_norm"] = float(grad_norm)
+        progress.log_history.append(entry)
+        progress.pending_loss_sum, progress.pending_loss_count = 0.0, 0
+        self.accelerator.log({"train/loss": mean, "train/learning_rate": learning_rate,
+                              "train/epoch": self.epoch_float}, step=progress.step)
+        self.progress_bar.set_postfix(loss=f"{mean:.4f}", lr=f"{learning_rate:.2e}")
+
+    def record_evaluation(self, metrics: dict[str, float]) -> None:
+        step = self.progress.step
+        self.progress.log_history.append({"step": step, **{f"eval_{key}": value for key, value in metrics.items()}})
+        self.accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
+
+    def _say(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            self.progress_bar.write(message)
+
+    def _save_or_stop(self, signals: StopSignals) -> bool:
+        """Save a checkpoint when it is time (or a signal came); True when a signal asks to stop."""
+        stop = signals.received is not None
+        if self.accelerator.num_processes > 1:  # any process's signal stops all
+            flag = self.accelerator.reduce(torch.tensor(float(stop), device=self.accelerator.device), "sum")
+            stop = bool(flag > 0)
+        step, every = self.progress.step, self.args.save_steps
+        if every and (step % every == 0 or step == self.total_steps or stop):
+            self.last_checkpoint = self.save_checkpoint()
+        if stop:
+            self._say(f"Stopped by a signal at step {step}; " + (
+                f"checkpoint saved in {self.last_checkpoint}. Resume with --resume_from_checkpoint latest."
+                if every else "no checkpoint (save_steps=0)."))
+        return stop
+
+    # ---- evaluation, checkpoints, failures ---------------------------------------------------------------------------
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Loss, bpc and perplexity of a split, the state carried within each of `eval_batch_size` rows."""
+        accelerator, args = self.accelerator, self.args
+        ids, characters = self.streams.eval_sets[split]
+        eval_rows = len(stream_row_bounds(ids.numel(), args.eval_batch_size)) - 1
+        with accelerator.autocast():
+            scores = score_stream(self.unwrapped, ids, chunk_length=args.eval_chunk_length,
+                                  batch_size=args.eval_batch_size,
+                                  rows=range(accelerator.process_index, eval_rows, accelerator.num_processes))
+        totals = accelerator.reduce(torch.tensor([scores["nats"], float(scores["tokens"])], dtype=torch.float64,
+                                                 device=accelerator.device), "sum")
+        result = summarize_scores(float(totals[0]), int(totals[1]), characters)
+        return {key: result[key] for key in ("loss", "bpc", "perplexity")}
+
+    def save_checkpoint(self) -> Path:
+        """`checkpoint-STEP`: accelerate's state, the carried RNN state, config, tokenizer, and the state file last."""
+        accelerator = self.accelerator
+        path = self.output_dir / f"{CHECKPOINT_PREFIX}{self.progress.step}"
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process and path.exists():
+            shutil.rmtree(path)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(path))
+        rnn_state = _cache_to_global(accelerator, self.cache) if self.cache is not None else None
+        if accelerator.is_main_process:
+            if rnn_state is not None:
+                torch.save(rnn_state, path / f".{RNN_STATE_FILE}.tmp")
+                os.replace(path / f".{RNN_STATE_FILE}.tmp", path / RNN_STATE_FILE)
+            self.unwrapped.config.save_pretrained(path)
+            self.tokenizer.save_pretrained(path)
+            payload = {"state": asdict(self.progress), "layout": {**self.layout, "num_processes":
+                                                                   accelerator.num_processes},
+                       "args": asdict(self.args)}
+            atomic_write_json(path / STATE_FILE, payload)  # written last, whole: it marks the checkpoint complete
+            if self.args.save_total_limit:
+                for old in list_checkpoints(self.output_dir)[: -self.args.save_total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        return path
+
+    def _diverged(self, what: str, value: float) -> TrainingDivergedError:
+        self.progress_bar.close()
+        self.accelerator.end_training()
+        bad_step, last = self.progress.step + 1, self.last_checkpoint
+        where = (
+            f"The last good checkpoint is {last}; resume from it (--resume_from_checkpoint {last}) with a lower "
+            "--learning_rate or --max_grad_norm."
+            if last
+            else "No checkpoint was saved before that step; start again with a lower --learning_rate."
+        )
+        return TrainingDivergedError(
+            f"The {what} became {value} at step {bad_step} (epoch {self.progress.epoch}, batch {self.progress.block} "
+            f"of the epoch); training stopped there and nothing after that step was saved. {where}",
+            bad_step, value, str(last) if last else None,
+        )
+
+    def _interrupted(self, signals: StopSignals) -> TrainingInterrupted:
+        self.accelerator.end_training()
+        signal_number = signals.received or signal.SIGINT  # another process may have received it
+        last = self.last_checkpoint
+        saved = (f"checkpoint saved to {last}. Run the same command again to resume (or pass "
+                 f"--resume_from_checkpoint {last})." if self.args.save_steps else "no checkpoint (save_steps=0).")
+        return TrainingInterrupted(
+            f"{signal.Signals(signal_number).name}: training stopped at step {self.progress.step}; {saved}",
+            str(last) if last else None,
+            signal_number,
+        )

@@ -1,0 +1,145 @@
+"""The Trainer path's callbacks: generated samples during training, a stop on a non-finite loss, and Ctrl-C/SIGTERM
+that finish the current step and save a checkpoint before exiting."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import (
+    Trainer,
+    TrainerCallback,
+)
+
+from .reporting import (
+    generate_samples,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class SampleCallback(TrainerCallback):
+    """Every `every_steps` optimizer steps, sample a continuation of `prompt` and log it (logger + TensorBoard).
+
+    Sampling uses its own seed and leaves the global random state alone, so it does not change the training run.
+    The samples are kept in `self.history` as `{"step", "text"}`.
+    """
+
+    def __init__(self, tokenizer, prompt: str = "", every_steps: int = 200, max_new_tokens: int = 200, seed: int = 0):
+        self.tokenizer, self.prompt = tokenizer, prompt
+        self.every_steps, self.max_new_tokens, self.seed = every_steps, max_new_tokens, seed
+        self.history: list[dict[str, Any]] = []
+        self._callbacks: Sequence[TrainerCallback] = ()
+
+    def attach(self, trainer: Trainer) -> "SampleCallback":
+        """Let the callback find the trainer's TensorBoard writer."""
+        self._callbacks = trainer.callback_handler.callbacks
+        return self
+
+    def _tensorboard_writer(self):
+        for callback in self._callbacks:
+            writer = getattr(callback, "tb_writer", None)
+            if writer is not None and hasattr(writer, "add_text"):
+                return writer
+        return None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if not self.every_steps or state.global_step % self.every_steps or model is None:
+            return
+        if not state.is_world_process_zero:
+            return
+        sample = generate_samples(
+            model, self.tokenizer, [self.prompt], seed=self.seed + state.global_step, max_new_tokens=self.max_new_tokens
+        )[0]
+        self.history.append({"step": state.global_step, "text": sample["text"]})
+        logger.info("Sample at step %d:\n%s", state.global_step, sample["text"])
+        writer = self._tensorboard_writer()
+        if writer is not None:  # four-space indent: TensorBoard renders it as a code block, newlines kept
+            writer.add_text("sample", "\n".join("    " + line for line in sample["text"].split("\n")), state.global_step)
+            writer.flush()
+
+
+class NonFiniteLossCallback(TrainerCallback):
+    """Stop training at the first NaN/inf loss (or gradient), before the optimizer applies it.
+
+    The bad step's gradients are dropped (so the weights stay those of the last good step), and no evaluation or
+    checkpoint happens after it; `train()` then raises `TrainingDivergedError` naming the step. `CharRNNTrainer`
+    reports each micro-batch loss through `observe_loss`; with a plain `Trainer` the gradients are checked instead.
+    """
+
+    def __init__(self):
+        self.bad_step: int | None = None
+        self.bad_loss: float | None = None
+
+    def observe_loss(self, step: int, loss: torch.Tensor) -> None:
+        if self.bad_step is None and not bool(torch.isfinite(loss).all()):
+            self.bad_step, self.bad_loss = step, float(loss.float().mean())
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is None:
+            return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if self.bad_step is None and grads and not args.fp16:  # fp16 loss scaling makes inf gradients on purpose
+            finite = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+            if not bool(finite):
+                self.bad_step = state.global_step + 1
+        if self.bad_step is not None:
+            model.zero_grad(set_to_none=True)  # the optimizer skips parameters without gradients
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bad_step is not None:
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
+        return control
+
+    on_epoch_end = on_step_end
+
+
+class GracefulInterruptCallback(TrainerCallback):
+    """On SIGINT (Ctrl-C) or SIGTERM: finish the current step, save a checkpoint, stop. A second Ctrl-C aborts."""
+
+    def __init__(self):
+        self.signal_number: int | None = None
+        self.step: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signal_number, frame):
+        if self.signal_number is not None and signal_number == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now, without a checkpoint
+        self.signal_number = signal_number
+        again = " (press Ctrl-C again to quit without it)" if signal_number == signal.SIGINT else ""
+        print(
+            f"\n{signal.Signals(signal_number).name} received: saving a checkpoint after the current step, then "
+            f"stopping{again}.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.restore()
+
+    def restore(self) -> None:
+        """Put back the signal handlers that were there before training (also after a failed run)."""
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.signal_number is not None and self.step is None:
+            self.step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+            control.should_evaluate = False
+        return control

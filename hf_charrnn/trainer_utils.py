@@ -1,0 +1,309 @@
+"""What both training paths share apart from the training loop: their errors, data and tokenizer, model, checkpoints.
+
+Nothing here imports `Trainer` or the Hub code, so the stateful-BPTT path (`training_accelerate`) uses it without
+loading either. The run identity (`data_identity`, `model_identity`) is what `run_folder` compares to decide whether
+an output folder holds this run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    TrainingArguments,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from . import data
+from .configuration_charrnn import CharRNNConfig
+from .modeling_charrnn import CharRNNForCausalLM
+from .run_folder import (
+    RUN_FILE,
+    read_json_file,
+)
+from .tokenization_charrnn import (
+    build_tokenizer,
+    count_unknown_characters,
+    is_char_level,
+    unknown_warning,
+)
+from .training_args import MODEL_DEFAULTS, DataArguments, ModelArguments
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingSetupError(ValueError):
+    """An expected problem with the arguments or the data (the CLI prints it as one line and exits with 2)."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before saving anything after that step."""
+
+    def __init__(self, message: str, step: int, loss: float | None, last_checkpoint: str | None):
+        super().__init__(message)
+        self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
+
+
+class TrainingInterrupted(RuntimeError):
+    """SIGINT/SIGTERM stopped the run after saving a checkpoint; `exit_code` is 130 (SIGINT) or 143 (SIGTERM)."""
+
+    def __init__(self, message: str, checkpoint: str | None, signal_number: int):
+        super().__init__(message)
+        self.checkpoint, self.signal_number = checkpoint, signal_number
+        self.exit_code = 128 + signal_number
+
+
+def check_training_length(max_steps: int) -> None:
+    """`--max_steps 0` means no training at all, which no one asks for on purpose (both training paths)."""
+    if max_steps == 0:
+        raise TrainingSetupError(
+            "--max_steps 0 would train nothing: give a positive --max_steps, or leave it out (-1) to train for "
+            "--num_train_epochs."
+        )
+
+
+def dataset_label(data_args: DataArguments) -> str:
+    """A short description of the data for the summary and the model card."""
+    if data_args.train_file:
+        return ", ".join(data_args.train_file)
+    return data_args.dataset_name or data_args.dataset
+
+
+def load_raw_data(data_args: DataArguments, seed: int = 0):
+    """The text as a DatasetDict with a "text" column and at least train and validation splits."""
+    fraction = data_args.validation_split_fraction
+    if data_args.validation_file and not data_args.train_file:
+        raise ValueError("--validation_file needs --train_file (the training text) as well.")
+    if data_args.train_file:
+        if data_args.streaming and not data_args.validation_file:
+            raise ValueError("--streaming with --train_file needs --validation_file (no split can be held out lazily).")
+        splits = data.load_text_files(
+            data_args.train_file,
+            validation_file=data_args.validation_file,
+            validation_fraction=None if data_args.validation_file else fraction,
+            seed=seed,
+            streaming=data_args.streaming,
+            sample_by="line" if data_args.streaming else "document",
+            text_column=data_args.text_column,
+        )
+    else:
+        name = data_args.dataset_name or data_args.dataset
+        if name == "shakespeare":
+            splits = data.load_shakespeare()
+        elif name.startswith("shakespeare:"):
+            splits = data.load_shakespeare_play(name.split(":", 1)[1])
+        else:
+            splits = data.load_named_dataset(
+                name,
+                data_args.dataset_config_name,
+                text_column=data_args.text_column,
+                streaming=data_args.streaming,
+                validation_fraction=None if data_args.streaming else fraction,
+                seed=seed,
+            )
+    if "train" not in splits:
+        raise ValueError(f"The data has no 'train' split; its splits are {sorted(splits)}.")
+    if "validation" not in splits:
+        raise ValueError(
+            f"The data has no 'validation' split (its splits are {sorted(splits)}): give --validation_file, or "
+            "turn off --streaming so that --validation_split_fraction can hold part of the training text out."
+        )
+    return splits
+
+
+def training_texts(split, max_characters: int | None = None) -> list[str]:
+    """The texts of a split, stopping after about `max_characters` characters (streaming splits)."""
+    texts, total = [], 0
+    for row in split:
+        texts.append(row["text"])
+        total += len(row["text"])
+        if max_characters is not None and total >= max_characters:
+            break
+    return texts
+
+
+def is_char_tokenizer(tokenizer) -> bool:
+    """True when the tokenizer cuts text into single characters (hf_charrnn's char tokenizer)."""
+    return is_char_level(tokenizer)
+
+
+def load_or_build_tokenizer(model_args: ModelArguments, train_texts: list[str], checkpoint: str | None = None):
+    """Return `(tokenizer, source)`: from the checkpoint being resumed, --tokenizer_name, the model being fine-tuned,
+    or built from the training text. Warns (with counts) when a loaded tokenizer meets characters it does not know."""
+    source = None
+    if checkpoint and (Path(checkpoint) / "tokenizer.json").exists():
+        source = checkpoint
+    elif model_args.tokenizer_name:
+        source = model_args.tokenizer_name
+    elif model_args.model_name_or_path:
+        source = model_args.model_name_or_path
+    if source is None:
+        tokenizer = build_tokenizer(
+            train_texts, level=model_args.tokenizer, min_frequency=model_args.min_frequency,
+            max_vocab=model_args.max_vocab,
+        )
+        logger.info("Built a %s tokenizer with %d tokens from the training text.", model_args.tokenizer, len(tokenizer))
+        if model_args.min_frequency > 1 or model_args.max_vocab:
+            message = unknown_warning(count_unknown_characters(tokenizer, train_texts), unit=_unit(tokenizer))
+            if message:
+                logger.info("Vocabulary limits: %s", message)
+        return tokenizer, "built"
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code)
+    message = unknown_warning(count_unknown_characters(tokenizer, train_texts), unit=_unit(tokenizer))
+    if message:
+        logger.warning("The tokenizer from %s does not cover the training text: %s", source, message)
+    return tokenizer, source
+
+
+def _unit(tokenizer) -> str:
+    return "characters" if is_char_tokenizer(tokenizer) else "words"
+
+
+def build_model(model_args: ModelArguments, tokenizer, checkpoint: str | None = None) -> CharRNNForCausalLM:
+    """A new CharRNNForCausalLM sized for `tokenizer`, the model to fine-tune, or the shape of the checkpoint to resume."""
+    shape_fields = ("cell_type", "hidden_size", "num_layers", "embedding_dim", "input_encoding")
+    if checkpoint:
+        config = CharRNNConfig.from_pretrained(checkpoint)
+        return CharRNNForCausalLM(config)  # Trainer loads the checkpoint's weights into it
+    if model_args.model_name_or_path:
+        model = AutoModelForCausalLM.from_pretrained(
+            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+        )
+        ignored = [name for name in shape_fields if getattr(model_args, name) is not None]
+        if ignored:
+            logger.warning("Fine-tuning keeps the loaded model's shape; ignoring --%s.", ", --".join(ignored))
+        if len(tokenizer) > model.config.vocab_size:
+            raise ValueError(
+                f"The tokenizer has {len(tokenizer)} tokens but the model {model_args.model_name_or_path!r} only "
+                f"{model.config.vocab_size}: use the tokenizer saved with the model."
+            )
+        if model_args.dropout is not None:
+            _set_dropout(model, model_args.dropout)
+        return model
+    values = {name: getattr(model_args, name) for name in (*shape_fields, "dropout")}
+    values = {name: MODEL_DEFAULTS[name] if value is None else value for name, value in values.items()}
+    config = CharRNNConfig(
+        vocab_size=len(tokenizer),
+        tie_word_embeddings=model_args.tie_word_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        unk_token_id=tokenizer.unk_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **values,
+    )
+    return CharRNNForCausalLM(config)
+
+
+def _set_dropout(model, dropout: float) -> None:
+    model.config.dropout = dropout
+    if model.config.num_layers > 1:
+        model.model.rnn.dropout = dropout
+    model.model.dropout.p = dropout
+
+
+def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-N` folder of `folder` that was written completely, or None.
+
+    Trainer writes trainer_state.json last, so a checkpoint without a readable one was cut short (the process was
+    killed while saving it); such folders are skipped with a warning.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    candidates = []
+    for entry in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        suffix = entry.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
+        if entry.is_dir() and suffix.isdigit():
+            candidates.append((int(suffix), entry))
+    for _, entry in sorted(candidates, reverse=True):
+        try:
+            json.loads((entry / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            logger.warning("Skipping %s: it was not written completely (the run was stopped while saving it).", entry)
+            continue
+        return str(entry)
+    return None
+
+
+def resolve_checkpoint(training_args: TrainingArguments, data_args: DataArguments) -> str | None:
+    """The checkpoint to resume from: --resume_from_checkpoint (a path, or 'last'/'true'), else the last checkpoint
+    found in output_dir (unless --overwrite_output_dir). The run record has already said that it is this run's."""
+    output_dir = training_args.output_dir
+    requested = training_args.resume_from_checkpoint
+    if requested:
+        if str(requested).lower() in ("last", "true", "auto"):
+            last = last_complete_checkpoint(output_dir)
+            if last is None:
+                raise ValueError(f"--resume_from_checkpoint {requested}: no checkpoint found in {output_dir!r}.")
+            return last
+        if not os.path.isdir(requested):
+            raise ValueError(f"--resume_from_checkpoint: {requested!r} is not a checkpoint folder.")
+        if not (Path(requested) / "trainer_state.json").is_file():
+            raise ValueError(
+                f"--resume_from_checkpoint: {requested!r} has no trainer_state.json (it is not a Trainer checkpoint, "
+                "or saving it was cut short); pick another checkpoint-N folder."
+            )
+        return str(requested)
+    if data_args.overwrite_output_dir or not os.path.isdir(output_dir) or get_last_checkpoint(output_dir) is None:
+        return None  # --overwrite_output_dir: the earlier run's files go once the folder is claimed (run_folder)
+    last = last_complete_checkpoint(output_dir)
+    if last is None:
+        logger.warning("No complete checkpoint in %s: starting from scratch.", output_dir)
+        return None
+    logger.warning(
+        "Resuming from %s, the last checkpoint in %s (pass --overwrite_output_dir to start over).", last, output_dir
+    )
+    return last
+
+
+def data_identity(data_args: DataArguments) -> dict[str, Any]:
+    """What the run trains on: named data, or the files with their fingerprints (both training paths)."""
+    files = {}
+    if data_args.train_file:
+        files["train_file"] = data.fingerprint_files(data_args.train_file, "train")
+    if data_args.validation_file:
+        files["validation_file"] = data.fingerprint_files(data_args.validation_file, "validation")
+    return {
+        "dataset": None if data_args.train_file else (data_args.dataset_name or data_args.dataset),
+        "dataset_config_name": data_args.dataset_config_name,
+        **files,
+        "validation_split_fraction": data_args.validation_split_fraction,
+        "text_column": data_args.text_column,
+        "streaming": data_args.streaming,
+    }
+
+
+def model_identity(model_args: ModelArguments) -> dict[str, Any]:
+    """The model and tokenizer a run builds or loads (both training paths)."""
+    return {name: getattr(model_args, name) for name in (
+        "model_name_or_path", "tokenizer_name", "tokenizer", "min_frequency", "max_vocab", "cell_type",
+        "hidden_size", "num_layers", "embedding_dim", "dropout", "input_encoding", "tie_word_embeddings",
+    )}
+
+
+def recorded_data_arguments(output_dir: str | os.PathLike) -> tuple[DataArguments, int] | None:
+    """
+    The data a finished or running training folder recorded (its run.json), as DataArguments, and the seed its
+    validation split was drawn with; None when the folder records none (a Hub model, a plain save_pretrained).
+    """
+    record = read_json_file(Path(output_dir) / RUN_FILE, "run record") if Path(output_dir).is_dir() else None
+    recorded = (record or {}).get("identity", {}).get("data")
+    if not recorded or not (recorded.get("dataset") or recorded.get("train_file")):
+        return None
+    paths = {role: [entry["path"] for entry in recorded[role]] for role in ("train_file", "validation_file")
+             if recorded.get(role)}
+    data_args = DataArguments(
+        dataset=recorded.get("dataset") or "shakespeare",
+        dataset_config_name=recorded.get("dataset_config_name"),
+        train_file=paths.get("train_file"),
+        validation_file=paths["validation_file"][0] if paths.get("validation_file") else None,
+        validation_split_fraction=recorded.get("validation_split_fraction", 0.05),
+        text_column=recorded.get("text_column", "text"),
+    )
+    return data_args, int(record["identity"].get("training", {}).get("seed", 42))
