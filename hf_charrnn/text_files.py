@@ -9,6 +9,8 @@ One pass over each file also computes its SHA-256, so a run can tell whether it 
 from __future__ import annotations
 
 import codecs
+import functools
+import glob
 import hashlib
 from pathlib import Path
 
@@ -81,3 +83,42 @@ def inspect_file(path: str | Path, role: str) -> dict:
                 f"{path.suffix}"
             ) from None
     return {"path": str(path.resolve()), "bytes": offset, "sha256": digest.hexdigest()}
+
+
+def resolve_files(spec, role: str) -> list[str]:
+    """Expand globs; check that every file exists and is not empty."""
+    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    if not specs:
+        raise ValueError(f"No {role} file given.")
+    files: list[str] = []
+    for item in map(str, specs):
+        if glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"The {role} pattern {item!r} matches no file.")
+            files.extend(matches)
+        elif not Path(item).is_file():
+            raise FileNotFoundError(f"The {role} file {item!r} does not exist (or is not a file).")
+        else:
+            files.append(item)
+    for f in files:
+        if Path(f).stat().st_size == 0:
+            raise ValueError(f"The {role} file {f!r} is empty: give it some text or leave it out.")
+        file_fingerprint(f, role)  # binary or non-UTF-8 text: a clear error before datasets reads it
+    return [str(Path(f).resolve()) for f in files]
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_fingerprint(path: str, size: int, modified_ns: int, role: str) -> dict:
+    return inspect_file(path, role)
+
+
+def file_fingerprint(path: str | Path, role: str = "data") -> dict:
+    """`{"path", "bytes", "sha256"}` of a checked data file (computed once per version of the file)."""
+    stat = Path(path).stat()
+    return dict(_cached_fingerprint(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, role))
+
+
+def fingerprint_files(spec, role: str) -> list[dict]:
+    """The checked fingerprints of the files a `--train_file` / `--validation_file` value names (globs expanded)."""
+    return [file_fingerprint(path, role) for path in resolve_files(spec, role)]

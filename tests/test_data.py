@@ -7,19 +7,21 @@ from transformers import default_data_collator
 
 from hf_charrnn.data import (
     batchify,
-    clean_play_markdown,
     load_named_dataset,
-    load_shakespeare,
-    load_shakespeare_play,
     load_text_files,
     num_stream_blocks,
-    play_title,
-    shakespeare_plays,
-    shakespeare_split_of,
     split_text,
     stream_blocks,
     tokenize_and_group,
     tokenize_stream,
+)
+from hf_charrnn.shakespeare import (
+    clean_play_markdown,
+    load_shakespeare,
+    load_shakespeare_play,
+    play_title,
+    shakespeare_plays,
+    shakespeare_split_of,
 )
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
