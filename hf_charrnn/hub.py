@@ -221,6 +221,28 @@ def push_output_dir(
     check_repo_id(repo_id)
     folder = check_output_dir(output_dir)
     token = _require_token(token)
+    _check_branch_name(revision)
+    # Render everything before any network call: a broken card fails here, not half-way.
+    files = collect_upload(folder, repo_id if "/" in repo_id else f"user/{repo_id}", license=license)
+    api = HfApi(token=token)
+    user = _authenticated_user(api)
+    if "/" not in repo_id:
+        repo_id = f"{user['name']}/{repo_id}"
+        files = collect_upload(folder, repo_id, license=license)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
+    branch = revision or "main"
+    if revision is not None and revision != "main":
+        api.create_branch(repo_id, branch=revision, exist_ok=True)
+    return api.create_commit(
+        repo_id,
+        operations=_commit_operations(api, repo_id, branch, files),
+        commit_message=commit_message or _default_commit_message(folder),
+        revision=branch,
+        repo_type="model",
+    )
+
+
+def _check_branch_name(revision: str | None) -> None:
     if revision is not None and (
         not re.fullmatch(r"[A-Za-z0-9._/-]+", revision)
         or ".." in revision
@@ -228,12 +250,12 @@ def push_output_dir(
         or revision.endswith(("/", ".lock"))
     ):
         raise PushToHubError(f"Invalid branch name {revision!r}.")
-    # Render everything before any network call: a broken card fails here, not half-way.
-    files = collect_upload(folder, repo_id if "/" in repo_id else f"user/{repo_id}", license=license)
 
-    api = HfApi(token=token)
+
+def _authenticated_user(api: HfApi) -> dict[str, Any]:
+    """The token's user; a rejected token is the user's to fix, any other HTTP error is raised as it is."""
     try:
-        user = api.whoami()
+        return api.whoami()
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status == 401:
@@ -241,39 +263,28 @@ def push_output_dir(
                 "The Hugging Face Hub rejected the token (401): check HF_TOKEN / `hf auth login`; "
                 "pushing needs a token with write access.") from error
         raise
-    if "/" not in repo_id:
-        repo_id = f"{user['name']}/{repo_id}"
-        files = collect_upload(folder, repo_id, license=license)
 
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    repo_id = repo_url.repo_id
-    branch = revision or "main"
-    if revision is not None and revision != "main":
-        api.create_branch(repo_id, branch=revision, exist_ok=True)
 
+def _commit_operations(api: HfApi, repo_id: str, branch: str, files: dict[str, bytes | Path]) -> list:
+    """Every file of the upload, and the deletion of weights files of another layout left on the branch."""
     remote_files = set(api.list_repo_files(repo_id, revision=branch))
     operations: list[CommitOperationAdd | CommitOperationDelete] = [
         CommitOperationDelete(path_in_repo=path)
         for path in sorted(remote_files)
         if _WEIGHT_FILE_RE.match(path) and path not in files
     ]
-    operations += [
+    return operations + [
         CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(source) if isinstance(source, Path) else source)
         for path, source in sorted(files.items())
     ]
-    if commit_message is None:
-        cell = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("cell_type")
-        validation = read_json_or_empty(folder / SUMMARY_FILE).get("validation")
-        bpc = format_number(validation.get("bpc")) if isinstance(validation, dict) else None
-        commit_message = f"Upload CharRNN model ({CELL_NAMES.get(cell, cell)}"
-        commit_message += f", validation bpc {bpc})" if bpc else ")"
-    return api.create_commit(
-        repo_id,
-        operations=operations,
-        commit_message=commit_message,
-        revision=branch,
-        repo_type="model",
-    )
+
+
+def _default_commit_message(folder: Path) -> str:
+    cell = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("cell_type")
+    validation = read_json_or_empty(folder / SUMMARY_FILE).get("validation")
+    bpc = format_number(validation.get("bpc")) if isinstance(validation, dict) else None
+    message = f"Upload CharRNN model ({CELL_NAMES.get(cell, cell)}"
+    return message + (f", validation bpc {bpc})" if bpc else ")")
 
 
 __all__ = [

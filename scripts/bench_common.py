@@ -20,8 +20,8 @@ def log(message: str) -> None:
 
 def quiet_bptt_arguments(**options) -> BPTTArguments:
     """`BPTTArguments` for a measured run: no evaluation, checkpoints, samples, test split, trackers or autocast."""
-    return BPTTArguments(mixed_precision="no", eval_steps=0, save_steps=0, sample_steps=0, sample_max_new_tokens=1,
-                         do_test=False, report_to="none", **options)
+    return BPTTArguments(mixed_precision="no", eval_steps=0, save_steps=0, sample_every_steps=0, sample_length=1,
+                         evaluate_test_split=False, report_to="none", **options)
 
 
 class PlainLSTM(nn.Module):

@@ -14,7 +14,7 @@ each for the same number of seconds of training, and are scored the same way:
     (the character after the window), Adam at 2e-3, constant. It is the reference the project's recipes must beat.
 (b) ``default`` -- the project's default recipe, what `hf-charrnn demo` runs (`hf_charrnn.demo`: DEMO_MODEL, batches of
     DEMO_BATCH_SIZE blocks of DEMO_BLOCK_SIZE characters, AdamW at DEMO_LEARNING_RATE with a cosine schedule and
-    clipping at 1) through `hf_charrnn.training.train()` (the Trainer path). Every block starts from a zero state and
+    clipping at 1) through `hf_charrnn.trainer.train()` (the Trainer path). Every block starts from a zero state and
     every position is a training target.
 (c) ``bptt`` -- the stateful truncated-BPTT path (`hf_charrnn.training_accelerate.train_bptt`) with the same model,
     batch shape, learning rate, schedule and clipping as (b): the state is carried from batch to batch.
@@ -68,9 +68,8 @@ from hf_charrnn.modeling_charrnn import CharRNNForCausalLM
 from hf_charrnn.reporting import generate_samples
 from hf_charrnn.trainer import train
 from hf_charrnn.trainer_utils import build_model, load_or_build_tokenizer, load_raw_data
-from hf_charrnn.bptt_args import BPTTDataArguments
 from hf_charrnn.training_accelerate import train_bptt
-from hf_charrnn.training_args import DataArguments, ModelArguments, default_training_arguments
+from hf_charrnn.training_args import CharRNNTrainingArguments, CorpusArguments, DataArguments, ModelArguments
 
 TUTORIAL_WINDOW = 100
 TUTORIAL_BATCH_SIZE = 128
@@ -215,9 +214,9 @@ def calibrate_seconds_per_step(model_kwargs: dict, vocab_size: int, batch_size: 
 def train_default_recipe(dataset: str, model_kwargs: dict, batch_size: int, block_size: int, learning_rate: float,
                          max_steps: int, budget_seconds: float, output_dir: str, seed: int = 42,
                          device: str = "cpu"):
-    """(b): `hf_charrnn.training.train()` with the demo's settings, `max_steps` planned, stopped at the budget."""
+    """(b): `hf_charrnn.trainer.train()` with the demo's settings, `max_steps` planned, stopped at the budget."""
     budget = WallClockBudget(budget_seconds)
-    training_args = default_training_arguments(
+    training_args = CharRNNTrainingArguments(
         output_dir=output_dir,
         max_steps=max_steps,
         per_device_train_batch_size=batch_size,
@@ -251,7 +250,7 @@ def train_default_recipe(dataset: str, model_kwargs: dict, batch_size: int, bloc
     return model, tokenizer, info
 
 
-def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch_size: int, bptt_length: int,
+def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch_size: int, block_size: int,
                       learning_rate: float, max_steps: int, budget_seconds: float, step_seconds: float,
                       output_dir: str, seed: int = 42, device: str = "cpu"):
     """(c): `train_bptt` with (b)'s model, batch shape, optimizer settings and schedule, stopped at the budget."""
@@ -260,7 +259,7 @@ def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch
     args = quiet_bptt_arguments(
         output_dir=output_dir,
         batch_size=batch_size,
-        bptt_length=bptt_length,
+        block_size=block_size,
         max_steps=max_steps,
         learning_rate=learning_rate,
         lr_scheduler_type="cosine",
@@ -269,7 +268,7 @@ def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch
         cpu=device == "cpu",
         seed=seed,
         logging_steps=max(1, max_steps // 20),
-        max_eval_tokens=bptt_length,
+        max_eval_tokens=block_size,
     )
     # train_bptt calls back at the end of each step; its first step began about one calibrated step before that.
     clock = {"started": None, "elapsed": 0.0, "losses": []}
@@ -296,11 +295,11 @@ def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch
         "planned_steps": max_steps,
         "stopped_by_budget": stopped,
         "train_seconds": round(clock["elapsed"], 2),
-        "chars_processed": steps * batch_size * bptt_length,
-        "predictions_trained": steps * batch_size * bptt_length,
+        "chars_processed": steps * batch_size * block_size,
+        "predictions_trained": steps * batch_size * block_size,
         "train_loss_recent": sum(recent) / len(recent) if recent else None,
         "hyperparameters": {key: getattr(args, key) for key in (
-            "batch_size", "bptt_length", "learning_rate", "lr_scheduler_type", "warmup_ratio", "optimizer",
+            "batch_size", "block_size", "learning_rate", "lr_scheduler_type", "warmup_ratio", "optimizer",
             "max_grad_norm")} | {"state_between_blocks": "carried (detached)"},
     }
     return model.eval(), tokenizer, info
@@ -370,57 +369,23 @@ def run_quality_benchmark(budget_seconds: float = 240.0, dataset: str = "shakesp
                           eval_batch_size: int = 16, window_eval_predictions: int = 5000, sample_length: int = 200,
                           seed: int = 42, device: str = "cpu", output_dir: str | None = None) -> dict:
     """Train and score the recipes (see the module docstring); returns the JSON-ready results."""
-
-    unknown = set(recipes) - set(RECIPES)
-    if unknown or not recipes:
-        raise ValueError(f"Unknown recipe(s) {sorted(unknown)}; choose from {', '.join(RECIPES)}.")
-    if budget_seconds <= 0:
-        raise ValueError(f"--budget_seconds must be positive, got {budget_seconds}.")
-    model_kwargs = dict(DEMO_MODEL)
-    for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers), ("embedding_dim", embedding_dim)):
-        if value is not None:
-            model_kwargs[key] = value
+    _check_choices(recipes, budget_seconds)
+    shape = {"hidden_size": hidden_size, "num_layers": num_layers, "embedding_dim": embedding_dim}
+    model_kwargs = {**DEMO_MODEL, **{key: value for key, value in shape.items() if value is not None}}
     batch_size = batch_size or DEMO_BATCH_SIZE
     block_size = block_size or DEMO_BLOCK_SIZE
 
     log(f"Loading {dataset} and building the character tokenizer")
-    splits = load_raw_data(BPTTDataArguments(dataset=dataset).to_trainer_data_arguments())
+    splits = load_raw_data(CorpusArguments(dataset=dataset))
     tokenizer, _ = load_or_build_tokenizer(ModelArguments(), [row["text"] for row in splits["train"]])
     train_stream = data.tokenize_stream(splits["train"], tokenizer)
     eval_ids, eval_chars = validation_stream(splits["validation"], tokenizer, max_eval_chars)
-
-    results: dict = {
-        "device": device,
-        "threads": torch.get_num_threads(),
-        "dataset": dataset,
-        "train_characters": int(train_stream.numel()),
-        "budget_seconds_per_recipe": budget_seconds,
-        "scoring": {
-            "bpc": f"carried state over the validation split, {eval_batch_size} rows (hf_charrnn.evaluation."
-                   "score_stream)",
-            "validation_characters": eval_chars,
-            "validation_capped": max_eval_chars is not None and eval_chars < sum(
-                len(row["text"]) + 1 for row in splits["validation"]),
-            "windowed_bpc": f"first {window_eval_predictions} validation characters after the first {window}, "
-                            f"each from the {window} before it, zero state",
-        },
-        "recipes": {},
-    }
-
-    def score(name: str, model, model_tokenizer, info: dict) -> None:
-        if model_tokenizer.get_vocab() != tokenizer.get_vocab():
-            raise RuntimeError(f"Recipe {name} built a different vocabulary; the scores would not be comparable.")
-        started = time.perf_counter()
-        scores = carried_state_bpc(model, eval_ids, eval_chars, batch_size=eval_batch_size)
-        info["validation_loss"] = scores["loss"]
-        info["bpc"] = scores["bpc"]
-        info["windowed_bpc"] = (windowed_bpc(model, eval_ids, window, window_eval_predictions)
-                                if window_eval_predictions else None)
-        info["sample"] = _sample(model, model_tokenizer, sample_length)
-        windowed = "" if info["windowed_bpc"] is None else f" (windowed {info['windowed_bpc']:.4f})"
-        log(f"  {name}: validation {info['bpc']:.4f} bpc{windowed} after "
-            f"{info['steps']} steps, {info['train_seconds']:.0f} s; scored in {time.perf_counter() - started:.1f} s")
-        results["recipes"][name] = info
+    capped = max_eval_chars is not None and eval_chars < sum(len(row["text"]) + 1 for row in splits["validation"])
+    results = _results_header(device, dataset, train_stream, budget_seconds, eval_batch_size, eval_chars, capped,
+                              window, window_eval_predictions)
+    scoring = dict(reference=tokenizer, eval_ids=eval_ids, eval_chars=eval_chars, eval_batch_size=eval_batch_size,
+                   window=window, window_eval_predictions=window_eval_predictions, sample_length=sample_length,
+                   results=results)
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(output_dir or scratch)
@@ -432,8 +397,8 @@ def run_quality_benchmark(budget_seconds: float = 240.0, dataset: str = "shakesp
                 hidden_size=model_kwargs["hidden_size"], num_layers=model_kwargs["num_layers"], window=window,
                 batch_size=tutorial_batch_size, seed=seed, device=device,
             )
-            score("tutorial", tutorial_to_charrnn(model, tokenizer), tokenizer, info)
-        planned = None
+            score_recipe("tutorial", tutorial_to_charrnn(model, tokenizer), tokenizer, info, **scoring)
+        planned = step_seconds = None
         if "default" in recipes or "bptt" in recipes:
             step_seconds = calibrate_seconds_per_step(model_kwargs, len(tokenizer), batch_size, block_size,
                                                       DEMO_LEARNING_RATE, device)
@@ -447,15 +412,65 @@ def run_quality_benchmark(budget_seconds: float = 240.0, dataset: str = "shakesp
                 dataset, model_kwargs, batch_size, block_size, DEMO_LEARNING_RATE, planned, budget_seconds,
                 str(root / "default"), seed=seed, device=device,
             )
-            score("default", model, model_tokenizer, info)
+            score_recipe("default", model, model_tokenizer, info, **scoring)
         if "bptt" in recipes:
             log(f"(c) stateful truncated BPTT (Accelerate path), {budget_seconds:g} s")
             model, model_tokenizer, info = train_bptt_recipe(
                 splits, dataset, tokenizer, model_kwargs, batch_size, block_size, DEMO_LEARNING_RATE, planned,
                 budget_seconds, step_seconds, str(root / "bptt"), seed=seed, device=device,
             )
-            score("bptt", model, model_tokenizer, info)
+            score_recipe("bptt", model, model_tokenizer, info, **scoring)
+    return _with_comparisons(results, window_eval_predictions)
 
+
+def _check_choices(recipes, budget_seconds: float) -> None:
+    unknown = set(recipes) - set(RECIPES)
+    if unknown or not recipes:
+        raise ValueError(f"Unknown recipe(s) {sorted(unknown)}; choose from {', '.join(RECIPES)}.")
+    if budget_seconds <= 0:
+        raise ValueError(f"--budget_seconds must be positive, got {budget_seconds}.")
+
+
+def _results_header(device, dataset, train_stream, budget_seconds, eval_batch_size, eval_chars, capped, window,
+                    window_eval_predictions) -> dict:
+    return {
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "dataset": dataset,
+        "train_characters": int(train_stream.numel()),
+        "budget_seconds_per_recipe": budget_seconds,
+        "scoring": {
+            "bpc": f"carried state over the validation split, {eval_batch_size} rows (hf_charrnn.evaluation."
+                   "score_stream)",
+            "validation_characters": eval_chars,
+            "validation_capped": capped,
+            "windowed_bpc": f"first {window_eval_predictions} validation characters after the first {window}, "
+                            f"each from the {window} before it, zero state",
+        },
+        "recipes": {},
+    }
+
+
+def score_recipe(name: str, model, model_tokenizer, info: dict, *, reference, eval_ids, eval_chars, eval_batch_size,
+                 window, window_eval_predictions, sample_length, results) -> None:
+    """Score a trained recipe the same way as the others and record it in `results["recipes"]`."""
+    if model_tokenizer.get_vocab() != reference.get_vocab():
+        raise RuntimeError(f"Recipe {name} built a different vocabulary; the scores would not be comparable.")
+    started = time.perf_counter()
+    scores = carried_state_bpc(model, eval_ids, eval_chars, batch_size=eval_batch_size)
+    info["validation_loss"] = scores["loss"]
+    info["bpc"] = scores["bpc"]
+    info["windowed_bpc"] = (windowed_bpc(model, eval_ids, window, window_eval_predictions)
+                            if window_eval_predictions else None)
+    info["sample"] = _sample(model, model_tokenizer, sample_length)
+    windowed = "" if info["windowed_bpc"] is None else f" (windowed {info['windowed_bpc']:.4f})"
+    log(f"  {name}: validation {info['bpc']:.4f} bpc{windowed} after "
+        f"{info['steps']} steps, {info['train_seconds']:.0f} s; scored in {time.perf_counter() - started:.1f} s")
+    results["recipes"][name] = info
+
+
+def _with_comparisons(results: dict, window_eval_predictions: int) -> dict:
+    """The differences the targets are about, and every figure rounded to 4 decimals."""
     scored = results["recipes"]
     if "tutorial" in scored and "default" in scored:
         results["tutorial_minus_default_bpc"] = round(scored["tutorial"]["bpc"] - scored["default"]["bpc"], 4)

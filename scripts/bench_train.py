@@ -6,7 +6,7 @@ Progress on stderr, JSON on stdout.
 
 Characters (tokens) per second of four ways to train the same model shape on the same batch shape, in one process:
 
-* ``trainer``: `hf_charrnn.training.train()` -- the real `hf-charrnn train` code path (CharRNNTrainer, its callbacks,
+* ``trainer``: `hf_charrnn.trainer.train()` -- the real `hf-charrnn train` code path (CharRNNTrainer, its callbacks,
   the blocked Shakespeare data set and `default_data_collator`), with evaluation, checkpoints, logging, samples and
   reporting turned off;
 * ``accelerate``: `hf_charrnn.training_accelerate.train_bptt()` -- the real `hf-charrnn train-accelerate` loop
@@ -45,9 +45,8 @@ from hf_charrnn.configuration_charrnn import CharRNNConfig
 from hf_charrnn.modeling_charrnn import CharRNNForCausalLM
 from hf_charrnn.trainer import train
 from hf_charrnn.trainer_utils import load_or_build_tokenizer, load_raw_data
-from hf_charrnn.bptt_args import BPTTDataArguments
 from hf_charrnn.training_accelerate import train_bptt
-from hf_charrnn.training_args import DataArguments, ModelArguments, default_training_arguments
+from hf_charrnn.training_args import CharRNNTrainingArguments, CorpusArguments, DataArguments, ModelArguments
 
 LEARNING_RATE = 2e-3
 MAX_GRAD_NORM = 1.0
@@ -124,10 +123,10 @@ def plain_loop(model: nn.Module, stream: torch.Tensor, batch_size: int, seq_len:
 
 def trainer_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int, warmup_steps: int, steps: int,
                  device: str, output_dir: str) -> tuple[dict, dict]:
-    """`hf_charrnn.training.train()` with evaluation, saving and logging off; returns (rate, training summary)."""
+    """`hf_charrnn.trainer.train()` with evaluation, saving and logging off; returns (rate, training summary)."""
 
     timer = StepTimes()
-    training_args = default_training_arguments(
+    training_args = CharRNNTrainingArguments(
         output_dir=output_dir,
         max_steps=warmup_steps + steps,
         per_device_train_batch_size=batch_size,
@@ -155,7 +154,7 @@ def accelerate_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: 
     args = quiet_bptt_arguments(
         output_dir=output_dir,
         batch_size=batch_size,
-        bptt_length=seq_len,
+        block_size=seq_len,
         max_steps=warmup_steps + steps,
         learning_rate=LEARNING_RATE,
         max_grad_norm=MAX_GRAD_NORM,
@@ -165,7 +164,7 @@ def accelerate_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: 
     )
     with contextlib.redirect_stdout(sys.stderr):
         summary = train_bptt(args, ModelArguments(**model_kwargs),
-                             BPTTDataArguments(dataset=dataset, overwrite_output_dir=True), callback=timer)
+                             CorpusArguments(dataset=dataset, overwrite_output_dir=True), callback=timer)
     return timed_rate(timer.times, warmup_steps, steps, batch_size * seq_len), summary
 
 
@@ -181,7 +180,7 @@ def run_training_benchmark(hidden_size: int = 512, num_layers: int = 2, embeddin
 
     model_kwargs = dict(cell_type="lstm", hidden_size=hidden_size, num_layers=num_layers, embedding_dim=embedding_dim,
                         dropout=0.0)
-    splits = load_raw_data(BPTTDataArguments(dataset=dataset).to_trainer_data_arguments())
+    splits = load_raw_data(CorpusArguments(dataset=dataset))
     texts = [row["text"] for row in splits["train"]]
     tokenizer, _ = load_or_build_tokenizer(ModelArguments(**model_kwargs), texts)
     stream = data.tokenize_stream(splits["train"], tokenizer)
@@ -215,7 +214,7 @@ def run_training_benchmark(hidden_size: int = 512, num_layers: int = 2, embeddin
         lstm = plain_loop(PlainLSTM(len(tokenizer), embedding_dim, hidden_size, num_layers), stream,
                           charrnn=False, **shape)
         log(f"      {lstm['chars_per_s']} chars/s")
-        log("[3/5] Trainer path (hf_charrnn.training.train)")
+        log("[3/5] Trainer path (hf_charrnn.trainer.train)")
         trainer, trainer_summary = trainer_path(dataset, model_kwargs, output_dir=str(root / "trainer"), **shape)
         log(f"      {trainer['chars_per_s']} chars/s")
         log("[4/5] Accelerate stateful-BPTT path (hf_charrnn.training_accelerate.train_bptt)")
@@ -229,9 +228,15 @@ def run_training_benchmark(hidden_size: int = 512, num_layers: int = 2, embeddin
     for summary, name in ((trainer_summary, "trainer"), (bptt_summary, "accelerate")):
         if summary["hyperparameters"]["vocab_size"] != len(tokenizer):
             raise RuntimeError(f"The {name} path built a different vocabulary; the comparison would not be fair.")
+    results.update(ratios(first, second, lstm, trainer, accelerate))
+    return results
+
+
+def ratios(first: dict, second: dict, lstm: dict, trainer: dict, accelerate: dict) -> dict:
+    """The library paths against the mean of the two plain CharRNN loops (their difference shows the drift)."""
     plain = (first["chars_per_s"] + second["chars_per_s"]) / 2
     plain_median = (first["chars_per_s_median_step"] + second["chars_per_s_median_step"]) / 2
-    results.update({
+    return {
         "trainer": trainer,
         "accelerate": accelerate,
         "plain_charrnn": {"chars_per_s": round(plain, 1), "chars_per_s_median_step": round(plain_median, 1),
@@ -244,8 +249,7 @@ def run_training_benchmark(hidden_size: int = 512, num_layers: int = 2, embeddin
         "plain_charrnn_over_plain_nn_lstm": round(plain / lstm["chars_per_s"], 3),
         "plain_drift": round(second["chars_per_s"] / first["chars_per_s"], 3),
         "target": "trainer_over_plain >= 0.9 and accelerate_over_plain >= 0.9",
-    })
-    return results
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
