@@ -12,12 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import re
 import shutil
 import signal
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,16 +23,15 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
+from transformers.trainer_callback import CallbackHandler, TrainerCallback, TrainerControl, TrainerState
 
 from .evaluation import score_stream, stream_row_bounds, summarize_scores
 from .modeling_charrnn import CharRNNCache
-from .reporting import generate_samples
 from .run_folder import atomic_write_json, read_json_file, refused_pickle_message
+from .bptt_checkpoints import CHECKPOINT_PREFIX, RNN_STATE_FILE, STATE_FILE, list_checkpoints
+from .trainer_callback import BPTTFlowCallback, GracefulInterruptCallback, SampleCallback
 from .trainer_utils import TrainingDivergedError, TrainingInterrupted, TrainingSetupError
 
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FILE = "bptt_state.json"  # written last: a checkpoint folder without it is incomplete and ignored
-RNN_STATE_FILE = "rnn_state.pt"
 
 
 @dataclass
@@ -62,68 +59,6 @@ class BPTTStreams:
     eval_sets: dict[str, tuple[torch.Tensor, int]]  # split -> (token ids, characters)
 
 
-class StopSignals:
-    """SIGINT/SIGTERM set a flag (the loop saves a checkpoint and stops); a second signal stops at once."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame):
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        return False
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints (`checkpoint-STEP` folders with a readable state file) in `output_dir`, oldest first."""
-    root = Path(output_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for child in root.iterdir():
-        match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", child.name)
-        if match and child.is_dir() and (child / STATE_FILE).is_file():
-            if read_json_file(child / STATE_FILE, "state file of this checkpoint (it is skipped)") is not None:
-                found.append((int(match.group(1)), child))
-    return [path for _, path in sorted(found)]
-
-
-def resolve_checkpoint(spec: str, output_dir: str | os.PathLike) -> Path:
-    """`'latest'` (or `'last'`, `'true'`, `'auto'`, as `hf-charrnn train` accepts) -> the newest complete checkpoint in
-    `output_dir`; a path -> that checkpoint (checked)."""
-    if str(spec).lower() in ("latest", "last", "true", "auto"):
-        checkpoints = list_checkpoints(output_dir)
-        if not checkpoints:
-            raise FileNotFoundError(
-                f"--resume_from_checkpoint latest: no complete checkpoint-STEP folder in {str(output_dir)!r}."
-            )
-        return checkpoints[-1]
-    path = Path(spec)
-    if not (path / STATE_FILE).is_file():
-        raise FileNotFoundError(
-            f"{spec!r} is not a complete checkpoint of this training loop (no {STATE_FILE} in it). "
-            "Give a checkpoint-STEP folder written by train-accelerate, or 'latest'."
-        )
-    return path
-
-
 def _cache_to_global(accelerator, cache) -> dict[str, torch.Tensor]:
     """Gather every process's rows of the carried state into one `(num_layers, batch_size, hidden)` tensor each."""
     gathered = {}
@@ -148,7 +83,8 @@ class BPTTLoop:
     """
 
     def __init__(self, args, accelerator, model, optimizer, scheduler, tokenizer, streams: BPTTStreams,
-                 total_steps: int, prompts: list[str], callback: Callable[[dict], None] | None = None):
+                 total_steps: int, prompts: list[str], callback: Callable[[dict], None] | None = None,
+                 callbacks: Sequence[TrainerCallback] = ()):
         self.args, self.accelerator, self.model = args, accelerator, model
         self.optimizer, self.scheduler, self.tokenizer = optimizer, scheduler, tokenizer
         self.streams, self.total_steps, self.prompts, self.callback = streams, total_steps, prompts, callback
@@ -158,11 +94,20 @@ class BPTTLoop:
         self.cache: CharRNNCache | None = None
         self.last_checkpoint: Path | None = None
         self.progress_bar = None
+        # The Trainer path's callback machinery: TrainerState, TrainerControl and the same TrainerCallbacks.
+        self.state = TrainerState(max_steps=total_steps, is_local_process_zero=accelerator.is_local_main_process,
+                                  is_world_process_zero=accelerator.is_main_process)
+        self.control = TrainerControl()
+        self.sampler = SampleCallback(tokenizer, prompts[0], args.sample_every_steps, args.sample_length, args.seed,
+                                      log_text=lambda text, step: accelerator.log({"samples": text}, step=step),
+                                      temperature=args.sample_temperature, do_sample=True)
+        self.callback_handler = CallbackHandler([BPTTFlowCallback(), self.sampler, *callbacks], self.unwrapped,
+                                                tokenizer, optimizer, scheduler)
 
     @property
     def layout(self) -> dict[str, int]:
         """What a checkpoint's position means: resuming needs the same values."""
-        return {"batch_size": self.args.batch_size, "bptt_length": self.args.bptt_length,
+        return {"batch_size": self.args.batch_size, "block_size": self.args.block_size,
                 "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
                 "train_tokens": self.streams.train_tokens}
 
@@ -174,8 +119,9 @@ class BPTTLoop:
         if saved is None:
             raise TrainingSetupError(f"{checkpoint / STATE_FILE} is missing or damaged: resume from another "
                                      "checkpoint (--resume_from_checkpoint latest picks the newest complete one).")
-        different = {key: (saved["layout"][key], value) for key, value in self.layout.items()
-                     if saved["layout"][key] != value}
+        layout = dict(saved["layout"])
+        layout.setdefault("block_size", layout.get("bptt_length"))  # the name checkpoints used before 0.x's rename
+        different = {key: (layout[key], value) for key, value in self.layout.items() if layout[key] != value}
         if different:
             raise TrainingSetupError(
                 f"Cannot resume exactly from {checkpoint}: it was made with a different layout "
@@ -192,6 +138,7 @@ class BPTTLoop:
                 "checkpoint's own tokenizer and model shape (leave --model_name_or_path / --tokenizer_name out)."
             ) from error
         self.progress = BPTTProgress(**saved["state"])
+        self._sync_state()
         if self.progress.block > 0:
             self.cache = self._load_carried_state(checkpoint)
         self.last_checkpoint = checkpoint
@@ -217,18 +164,32 @@ class BPTTLoop:
         )
         started = time.perf_counter() - self.progress.train_runtime_s
         rows = self.streams.rows.to(self.accelerator.device)
-        with StopSignals() as signals:
-            while self.progress.step < self.total_steps:
+        # The Trainer path's Ctrl-C/SIGTERM handling; its stop is agreed by all processes below, not set per process.
+        interrupt = GracefulInterruptCallback()
+        interrupt.install()
+        self._sync_state()
+        self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
+        try:
+            while self.progress.step < self.total_steps and not self.control.should_training_stop:
+                self.control = self.callback_handler.on_step_begin(self.args, self.state, self.control)
                 step_loss, grad_norm = self._optimizer_step(rows)
                 self._after_step(step_loss, grad_norm)
                 self.progress.train_runtime_s = time.perf_counter() - started
                 if self.callback is not None:
                     self.callback({"step": self.progress.step, "epoch": self.epoch_float, "loss": step_loss,
                                    "learning_rate": self.scheduler.get_last_lr()[0]})
-                if self._save_or_stop(signals):
+                if self._save_or_stop(interrupt.signal_number):
                     self.progress_bar.close()
-                    raise self._interrupted(signals)
+                    raise self._interrupted(interrupt.signal_number)
+        finally:
+            interrupt.restore()
+        self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
         self.progress_bar.close()
+
+    def _sync_state(self) -> None:
+        """The TrainerState callbacks read, from the loop's own progress."""
+        self.state.global_step, self.state.epoch = self.progress.step, self.epoch_float
+        self.state.log_history = self.progress.log_history
 
     @property
     def epoch_float(self) -> float:
@@ -254,17 +215,17 @@ class BPTTLoop:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         progress.step += 1
-        progress.tokens_seen += micro * args.batch_size * args.bptt_length
+        progress.tokens_seen += micro * args.batch_size * args.block_size
         if progress.block >= self.streams.blocks_per_epoch:
             progress.epoch, progress.block = progress.epoch + 1, 0
         return float(step_loss), grad_norm
 
     def _forward_backward(self, rows: torch.Tensor, micro: int, last: bool) -> torch.Tensor:
-        """One of `micro` batches of a step: the next `bptt_length` tokens of every row from the carried state, the
+        """One of `micro` batches of a step: the next `block_size` tokens of every row from the carried state, the
         gradients synchronized after the `last` one; returns the batch's loss (averaged over processes)."""
-        start = self.progress.block * self.args.bptt_length
-        inputs = rows[:, start : start + self.args.bptt_length]
-        targets = rows[:, start + 1 : start + 1 + self.args.bptt_length]
+        start = self.progress.block * self.args.block_size
+        inputs = rows[:, start : start + self.args.block_size]
+        targets = rows[:, start + 1 : start + 1 + self.args.block_size]
         sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
         with sync:
             with self.accelerator.autocast():
@@ -280,23 +241,19 @@ class BPTTLoop:
         return mean_loss
 
     def _after_step(self, step_loss: float, grad_norm) -> None:
-        """What happens at the end of an optimizer step: log, evaluate, sample (each at its own interval)."""
-        args, step = self.args, self.progress.step
+        """The end of an optimizer step, as the Trainer does it: callbacks decide (BPTTFlowCallback: log, evaluate,
+        save at their intervals; SampleCallback samples), then the loop logs and evaluates as they asked."""
         self.progress.pending_loss_sum += step_loss
         self.progress.pending_loss_count += 1
         self.progress_bar.update(1)
-        if args.logging_steps and (step % args.logging_steps == 0 or step == self.total_steps):
+        self._sync_state()
+        self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
+        if self.control.should_log:
             self._log_loss(grad_norm)
-        if args.eval_steps and step % args.eval_steps == 0 and step != self.total_steps:
+        if self.control.should_evaluate:
             metrics = self.evaluate("validation")
             self.record_evaluation(metrics)
-            self._say(f"step {step}: validation loss {metrics['loss']:.4f}, bpc {metrics['bpc']:.4f}")
-        if args.sample_steps and step % args.sample_steps == 0 and self.accelerator.is_main_process:
-            sample = generate_samples(self.unwrapped, self.tokenizer, self.prompts[:1], seed=args.seed,
-                                      max_new_tokens=args.sample_max_new_tokens,
-                                      temperature=args.sample_temperature, do_sample=True)[0]
-            self.accelerator.log({"samples": sample["text"]}, step=step)
-            self._say(f"--- sample at step {step} ---\n{sample['text']}\n---")
+            self._say(f"step {self.progress.step}: validation loss {metrics['loss']:.4f}, bpc {metrics['bpc']:.4f}")
 
     def _log_loss(self, grad_norm) -> None:
         progress, learning_rate = self.progress, self.scheduler.get_last_lr()[0]
@@ -306,28 +263,35 @@ class BPTTLoop:
             entry["grad_norm"] = float(grad_norm)
         progress.log_history.append(entry)
         progress.pending_loss_sum, progress.pending_loss_count = 0.0, 0
+        self.control.should_log = False
+        self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs=entry)
         self.accelerator.log({"train/loss": mean, "train/learning_rate": learning_rate,
                               "train/epoch": self.epoch_float}, step=progress.step)
         self.progress_bar.set_postfix(loss=f"{mean:.4f}", lr=f"{learning_rate:.2e}")
 
     def record_evaluation(self, metrics: dict[str, float]) -> None:
         step = self.progress.step
-        self.progress.log_history.append({"step": step, **{f"eval_{key}": value for key, value in metrics.items()}})
+        named = {f"eval_{key}": value for key, value in metrics.items()}
+        self.progress.log_history.append({"step": step, **named})
         self.accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
+        self.control.should_evaluate = False
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=named)
 
     def _say(self, message: str) -> None:
         if self.accelerator.is_main_process:
             self.progress_bar.write(message)
 
-    def _save_or_stop(self, signals: StopSignals) -> bool:
-        """Save a checkpoint when it is time (or a signal came); True when a signal asks to stop."""
-        stop = signals.received is not None
+    def _save_or_stop(self, received: int | None) -> bool:
+        """Save a checkpoint when it is time (or a signal was `received`); True when a signal asks to stop."""
+        stop = received is not None
         if self.accelerator.num_processes > 1:  # any process's signal stops all
             flag = self.accelerator.reduce(torch.tensor(float(stop), device=self.accelerator.device), "sum")
             stop = bool(flag > 0)
         step, every = self.progress.step, self.args.save_steps
-        if every and (step % every == 0 or step == self.total_steps or stop):
+        if (self.control.should_save or stop) and every:
             self.last_checkpoint = self.save_checkpoint()
+            self.control.should_save = False
+            self.control = self.callback_handler.on_save(self.args, self.state, self.control)
         if stop:
             self._say(f"Stopped by a signal at step {step}; " + (
                 f"checkpoint saved in {self.last_checkpoint}. Resume with --resume_from_checkpoint latest."
@@ -392,9 +356,9 @@ class BPTTLoop:
             bad_step, value, str(last) if last else None,
         )
 
-    def _interrupted(self, signals: StopSignals) -> TrainingInterrupted:
+    def _interrupted(self, received: int | None) -> TrainingInterrupted:
         self.accelerator.end_training()
-        signal_number = signals.received or signal.SIGINT  # another process may have received it
+        signal_number = received or signal.SIGINT  # another process may have received it
         last = self.last_checkpoint
         saved = (f"checkpoint saved to {last}. Run the same command again to resume (or pass "
                  f"--resume_from_checkpoint {last})." if self.args.save_steps else "no checkpoint (save_steps=0).")

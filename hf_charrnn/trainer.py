@@ -19,7 +19,7 @@ a message naming the step, and no checkpoint is written after it (`TrainingDiver
 missing file, an empty split, a missing column, ...) raise `TrainingSetupError`.
 
 Programmatic use: `train(model_args, data_args, training_args)` returns the training summary (a dict);
-`default_training_arguments(**overrides)` gives `TrainingArguments` with this command's defaults.
+`CharRNNTrainingArguments(**overrides)` gives `TrainingArguments` with this command's defaults.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def _check_options(data_args: DataArguments, training_args: TrainingArguments) -
         raise ValueError(f"--block_size must be at least 2 (got {data_args.block_size}).")
     if data_args.streaming and training_args.max_steps <= 0:
         raise ValueError("--streaming needs --max_steps (a lazily read data set has no known length).")
-    if data_args.early_stopping_patience is not None:
+    if training_args.early_stopping_patience is not None:
         if training_args.eval_strategy == "no":
             raise ValueError("--early_stopping_patience needs evaluations: set --eval_strategy steps (or epoch).")
         if not training_args.metric_for_best_model:
@@ -313,8 +313,9 @@ def _callbacks(tokenizer, data_args: DataArguments, training_args, extra: Sequen
         tokenizer, data_args.sample_prompt, data_args.sample_every_steps, data_args.sample_length, training_args.seed
     )
     callbacks = [NonFiniteLossCallback(), GracefulInterruptCallback(), sampler]
-    if data_args.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(data_args.early_stopping_patience, data_args.early_stopping_threshold))
+    if training_args.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience,
+                                               training_args.early_stopping_threshold))
     return callbacks + list(extra)
 
 

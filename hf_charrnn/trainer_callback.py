@@ -7,18 +7,17 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import (
-    Trainer,
-    TrainerCallback,
-)
+from transformers import TrainerCallback
+from transformers.trainer_callback import DefaultFlowCallback
 
-from .reporting import (
-    generate_samples,
-)
+from .reporting import generate_samples
+
+if TYPE_CHECKING:  # an annotation only: the stateful-BPTT path uses these callbacks without loading Trainer
+    from transformers import Trainer
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +29,11 @@ class SampleCallback(TrainerCallback):
     The samples are kept in `self.history` as `{"step", "text"}`.
     """
 
-    def __init__(self, tokenizer, prompt: str = "", every_steps: int = 200, max_new_tokens: int = 200, seed: int = 0):
+    def __init__(self, tokenizer, prompt: str = "", every_steps: int = 200, max_new_tokens: int = 200, seed: int = 0,
+                 log_text: Callable[[str, int], None] | None = None, **generation_options):
         self.tokenizer, self.prompt = tokenizer, prompt
         self.every_steps, self.max_new_tokens, self.seed = every_steps, max_new_tokens, seed
+        self.log_text, self.generation_options = log_text, generation_options  # log_text(text, step): a tracker
         self.history: list[dict[str, Any]] = []
         self._callbacks: Sequence[TrainerCallback] = ()
 
@@ -54,10 +55,13 @@ class SampleCallback(TrainerCallback):
         if not state.is_world_process_zero:
             return
         sample = generate_samples(
-            model, self.tokenizer, [self.prompt], seed=self.seed + state.global_step, max_new_tokens=self.max_new_tokens
+            model, self.tokenizer, [self.prompt], seed=self.seed + state.global_step, max_new_tokens=self.max_new_tokens,
+            **self.generation_options,
         )[0]
         self.history.append({"step": state.global_step, "text": sample["text"]})
         logger.info("Sample at step %d:\n%s", state.global_step, sample["text"])
+        if self.log_text is not None:
+            self.log_text(sample["text"], state.global_step)
         writer = self._tensorboard_writer()
         if writer is not None:  # four-space indent: TensorBoard renders it as a code block, newlines kept
             writer.add_text("sample", "\n".join("    " + line for line in sample["text"].split("\n")), state.global_step)
@@ -102,7 +106,9 @@ class NonFiniteLossCallback(TrainerCallback):
 
 
 class GracefulInterruptCallback(TrainerCallback):
-    """On SIGINT (Ctrl-C) or SIGTERM: finish the current step, save a checkpoint, stop. A second Ctrl-C aborts."""
+    """On SIGINT (Ctrl-C) or SIGTERM: finish the current step, save a checkpoint, stop. A second Ctrl-C aborts.
+
+    The stateful-BPTT loop uses it too, through `install()` / `restore()` and `signal_number`."""
 
     def __init__(self):
         self.signal_number: int | None = None
@@ -122,6 +128,10 @@ class GracefulInterruptCallback(TrainerCallback):
         )
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.install()
+
+    def install(self) -> None:
+        """Catch SIGINT and SIGTERM until `restore()` (both training paths; only the main thread can)."""
         if threading.current_thread() is not threading.main_thread():
             return
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -142,4 +152,20 @@ class GracefulInterruptCallback(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
             control.should_evaluate = False
+        return control
+
+
+class BPTTFlowCallback(DefaultFlowCallback):
+    """When the BPTT loop logs, evaluates and saves (what DefaultFlowCallback decides for the Trainer): every
+    `logging_steps`, `eval_steps` and `save_steps` (0: never), logging and saving also at the last step (the final
+    evaluation follows the loop). The same on every process: the decisions depend on the step only."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step, last = state.global_step, state.global_step >= state.max_steps
+        control.should_log = bool(args.logging_steps) and (step % args.logging_steps == 0 or last)
+        control.should_evaluate = bool(args.eval_steps) and step % args.eval_steps == 0 and not last
+        control.should_save = bool(args.save_steps) and (step % args.save_steps == 0 or last)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
         return control

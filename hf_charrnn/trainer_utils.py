@@ -20,7 +20,7 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from . import data
+from . import data, shakespeare, text_files
 from .configuration_charrnn import CharRNNConfig
 from .modeling_charrnn import CharRNNForCausalLM
 from .run_folder import (
@@ -33,7 +33,7 @@ from .tokenization_charrnn import (
     is_char_level,
     unknown_warning,
 )
-from .training_args import MODEL_DEFAULTS, DataArguments, ModelArguments
+from .training_args import MODEL_DEFAULTS, CorpusArguments, DataArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
 
@@ -68,45 +68,51 @@ def check_training_length(max_steps: int) -> None:
         )
 
 
-def dataset_label(data_args: DataArguments) -> str:
+def dataset_label(data_args: CorpusArguments) -> str:
     """A short description of the data for the summary and the model card."""
     if data_args.train_file:
         return ", ".join(data_args.train_file)
     return data_args.dataset_name or data_args.dataset
 
 
-def load_raw_data(data_args: DataArguments, seed: int = 0):
+def load_corpus(name: str, config_name: str | None = None, **named_options):
+    """A corpus by name: 'shakespeare' (the embedded plays, split by play), 'shakespeare:<play-slug>' (one play cut
+    90/5/5), or any `datasets` name / local data folder / save_to_disk folder (`named_options` go to
+    `data.load_named_dataset`)."""
+    if name == "shakespeare":
+        return shakespeare.load_shakespeare()
+    if name.startswith("shakespeare:"):
+        return shakespeare.load_shakespeare_play(name.split(":", 1)[1])
+    return data.load_named_dataset(name, config_name, **named_options)
+
+
+def _is_streaming(data_args: CorpusArguments) -> bool:
+    """Only the Trainer path reads data lazily (`DataArguments.streaming`); the BPTT path needs the whole stream."""
+    return isinstance(data_args, DataArguments) and data_args.streaming
+
+
+def load_raw_data(data_args: CorpusArguments, seed: int = 0):
     """The text as a DatasetDict with a "text" column and at least train and validation splits."""
     fraction = data_args.validation_split_fraction
+    streaming = _is_streaming(data_args)
     if data_args.validation_file and not data_args.train_file:
         raise ValueError("--validation_file needs --train_file (the training text) as well.")
     if data_args.train_file:
-        if data_args.streaming and not data_args.validation_file:
+        if streaming and not data_args.validation_file:
             raise ValueError("--streaming with --train_file needs --validation_file (no split can be held out lazily).")
         splits = data.load_text_files(
             data_args.train_file,
             validation_file=data_args.validation_file,
             validation_fraction=None if data_args.validation_file else fraction,
             seed=seed,
-            streaming=data_args.streaming,
-            sample_by="line" if data_args.streaming else "document",
+            streaming=streaming,
+            sample_by="line" if streaming else "document",
             text_column=data_args.text_column,
         )
     else:
-        name = data_args.dataset_name or data_args.dataset
-        if name == "shakespeare":
-            splits = data.load_shakespeare()
-        elif name.startswith("shakespeare:"):
-            splits = data.load_shakespeare_play(name.split(":", 1)[1])
-        else:
-            splits = data.load_named_dataset(
-                name,
-                data_args.dataset_config_name,
-                text_column=data_args.text_column,
-                streaming=data_args.streaming,
-                validation_fraction=None if data_args.streaming else fraction,
-                seed=seed,
-            )
+        splits = load_corpus(data_args.dataset_name or data_args.dataset, data_args.dataset_config_name,
+                             text_column=data_args.text_column, streaming=streaming,
+                             validation_fraction=None if streaming else fraction, seed=seed)
     if "train" not in splits:
         raise ValueError(f"The data has no 'train' split; its splits are {sorted(splits)}.")
     if "validation" not in splits:
@@ -266,16 +272,16 @@ def data_identity(data_args: DataArguments) -> dict[str, Any]:
     """What the run trains on: named data, or the files with their fingerprints (both training paths)."""
     files = {}
     if data_args.train_file:
-        files["train_file"] = data.fingerprint_files(data_args.train_file, "train")
+        files["train_file"] = text_files.fingerprint_files(data_args.train_file, "train")
     if data_args.validation_file:
-        files["validation_file"] = data.fingerprint_files(data_args.validation_file, "validation")
+        files["validation_file"] = text_files.fingerprint_files(data_args.validation_file, "validation")
     return {
         "dataset": None if data_args.train_file else (data_args.dataset_name or data_args.dataset),
         "dataset_config_name": data_args.dataset_config_name,
         **files,
         "validation_split_fraction": data_args.validation_split_fraction,
         "text_column": data_args.text_column,
-        "streaming": data_args.streaming,
+        "streaming": _is_streaming(data_args),
     }
 
 

@@ -4,10 +4,10 @@ Unlike the Trainer path (independent blocks, every block starts from a zero stat
 text as karpathy/char-rnn does:
 
 * The training token stream (documents separated by `<eos>`, see `hf_charrnn.data.tokenize_stream`) is laid out as
-  `batch_size` contiguous rows (`hf_charrnn.data.batchify`). Batch `k` is the next `bptt_length` tokens of every row,
+  `batch_size` contiguous rows (`hf_charrnn.data.batchify`). Batch `k` is the next `block_size` tokens of every row,
   so row `i` of batch `k + 1` continues row `i` of batch `k`.
 * The recurrent state (`CharRNNCache`) is carried from one batch to the next, detached (`cache.detach()`), so the
-  model learns from context longer than `bptt_length` while gradients stop at the batch boundary. It restarts from
+  model learns from context longer than `block_size` while gradients stop at the batch boundary. It restarts from
   zeros at each epoch start.
 * With several processes, `batch_size` is the global number of rows and
   process `p` owns rows `[p * batch_size / N, (p + 1) * batch_size / N)`: each process carries the state of its own
@@ -33,21 +33,20 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import set_seed
-from torch import nn
-from transformers import get_scheduler
+from transformers import TrainerCallback, get_scheduler
 
 from . import data as data_module
-from .bptt import CHECKPOINT_PREFIX, BPTTLoop, BPTTStreams, list_checkpoints, resolve_checkpoint
-from .bptt_args import BPTT_IDENTITY_FIELDS, BPTTArguments, BPTTDataArguments
+from .accelerator_setup import make_accelerator
+from .bptt import BPTTLoop, BPTTStreams
+from .bptt_checkpoints import CHECKPOINT_PREFIX, list_checkpoints, resolve_checkpoint
+from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
 from .reporting import (
     LOSS_CURVE_FILE,
@@ -62,12 +61,13 @@ from .trainer_utils import (
     build_model,
     check_training_length,
     data_identity,
+    dataset_label,
     is_char_tokenizer,
     load_or_build_tokenizer,
     load_raw_data,
     model_identity,
 )
-from .training_args import ModelArguments
+from .training_args import CorpusArguments, ModelArguments
 
 TRAINING_PATH = "accelerate_bptt"
 
@@ -75,49 +75,6 @@ TRAINING_PATH = "accelerate_bptt"
 # ----------------------------------------------------------------------------------------------------------------------
 # Set-up helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def _mixed_precision_works(choice: str, device_type: str, cell_type: str = "lstm") -> bool:
-    """Whether the recurrent kernels run under autocast with `choice` here (oneDNN has no bf16 LSTM on many CPUs)."""
-    if choice == "no":
-        return True
-    module = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell_type, nn.RNN)(4, 4, batch_first=True).to(device_type)
-    dtype = torch.bfloat16 if choice == "bf16" else torch.float16
-    try:
-        with torch.autocast(device_type, dtype=dtype):
-            output, _ = module(torch.zeros(1, 2, 4, device=device_type))
-            output.float().sum().backward()
-    except RuntimeError:
-        return False
-    return True
-
-
-def _resolve_mixed_precision(choice: str, cpu: bool, cell_type: str = "lstm") -> str:
-    """'auto' -> bf16 on a GPU whose recurrent kernels support it, else 'no'. An explicit choice is checked."""
-    device_type = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
-    if choice == "auto":
-        if device_type == "cuda" and torch.cuda.is_bf16_supported() and _mixed_precision_works("bf16", "cuda", cell_type):
-            return "bf16"
-        return "no"
-    if not _mixed_precision_works(choice, device_type, cell_type):
-        raise ValueError(
-            f"mixed_precision={choice!r} does not work for {cell_type} layers on this {device_type.upper()} (its "
-            "recurrent kernels have no such precision here); use --mixed_precision no (or auto)."
-        )
-    return choice
-
-
-def _forget_previous_accelerator_settings(mixed_precision: str, cpu: bool) -> None:
-    """accelerate keeps one process-wide AcceleratorState and refuses a second Accelerator with other settings. In a
-    single process (a notebook, the demo, benchmarks, tests calling train_bptt several times) forget the previous
-    run's settings; a distributed run keeps its state (its settings come from the launcher and do not change)."""
-    if not AcceleratorState._shared_state:
-        return
-    if PartialState().num_processes > 1:
-        return
-    state = AcceleratorState()
-    if state.mixed_precision != mixed_precision or (cpu and state.device.type != "cpu"):
-        AcceleratorState._reset_state()
 
 
 def _build_optimizer(model, args: BPTTArguments) -> torch.optim.Optimizer:
@@ -152,13 +109,14 @@ def _default_prompts(dataset_name: str, validation_texts: list[str]) -> list[str
 def train_bptt(
     args: BPTTArguments | None = None,
     model_args=None,
-    data_args: BPTTDataArguments | None = None,
+    data_args: CorpusArguments | None = None,
     *,
     model=None,
     tokenizer=None,
     dataset=None,
     dataset_name: str | None = None,
     callback: Callable[[dict], None] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
     accelerator=None,
     **overrides,
 ) -> dict:
@@ -172,7 +130,9 @@ def train_bptt(
     and the weights always come from the checkpoint.
 
     `overrides` set `BPTTArguments` fields: `train_bptt(max_steps=100, output_dir="out")`. `callback(info)` is called
-    on every process after each optimizer step with `{"step", "epoch", "loss", "learning_rate"}`.
+    on every process after each optimizer step with `{"step", "epoch", "loss", "learning_rate"}`. `callbacks` are
+    TrainerCallbacks, driven as the Trainer drives them (`on_step_end`, `on_log`, `on_evaluate`, `on_save`, ...);
+    a `control.should_training_stop` ends the run normally (set it on every process alike).
 
     Returns the training summary (as written to training_summary.json) plus `"output_dir"` and `"checkpoint"` (the
     last checkpoint saved, or None). Raises `hf_charrnn.trainer_utils.TrainingSetupError` for bad options or data,
@@ -188,7 +148,7 @@ def train_bptt(
             raise TypeError(f"Unknown training option(s) {sorted(unknown)}; see BPTTArguments.")
         args = BPTTArguments(**{**asdict(args), **overrides})
     model_args = ModelArguments() if model_args is None else model_args
-    data_args = BPTTDataArguments() if data_args is None else data_args
+    data_args = CorpusArguments() if data_args is None else data_args
     try:  # every check before anything is written into the output folder
         check_training_length(args.max_steps)
         identity = bptt_run_identity(model_args, data_args, args, model, dataset, dataset_name)
@@ -201,18 +161,19 @@ def train_bptt(
                            checkpoint_prefix=CHECKPOINT_PREFIX)
     try:
         return _train_claimed(args, model_args, data_args, claim, model=model, tokenizer=tokenizer,
-                              dataset=dataset, dataset_name=dataset_name, callback=callback, accelerator=accelerator)
+                              dataset=dataset, dataset_name=dataset_name, callback=callback, callbacks=callbacks,
+                              accelerator=accelerator)
     finally:
         claim.release()
 
 
-def bptt_run_identity(model_args, data_args: BPTTDataArguments, args: BPTTArguments, model=None, dataset=None,
+def bptt_run_identity(model_args, data_args: CorpusArguments, args: BPTTArguments, model=None, dataset=None,
                       dataset_name: str | None = None) -> dict:
     """Everything that makes a BPTT run this run (see hf_charrnn.run_folder); objects passed in count by shape."""
     if dataset is not None:
         data = {"dataset": dataset_name or "passed to train_bptt", "rows": {k: len(v) for k, v in dataset.items()}}
     else:
-        data = data_identity(data_args.to_trainer_data_arguments())
+        data = data_identity(data_args)
     if model is not None:
         shape = ("vocab_size", "cell_type", "hidden_size", "num_layers", "embedding_dim", "input_encoding")
         model_part = {"passed_to_train_bptt": {name: getattr(model.config, name) for name in shape}}
@@ -222,24 +183,7 @@ def bptt_run_identity(model_args, data_args: BPTTDataArguments, args: BPTTArgume
     return {"training_path": TRAINING_PATH, "data": data, "model": model_part, "training": training}
 
 
-def _make_accelerator(args: BPTTArguments, model, model_args) -> Accelerator:
-    """An Accelerator for this run, with a mixed precision the recurrent kernels support here."""
-    try:
-        cell_type = model.config.cell_type if model is not None else (model_args.cell_type or "lstm")
-        mixed_precision = _resolve_mixed_precision(args.mixed_precision, args.cpu, cell_type)
-    except ValueError as error:
-        raise TrainingSetupError(str(error)) from error
-    _forget_previous_accelerator_settings(mixed_precision, args.cpu)
-    return Accelerator(
-        mixed_precision=mixed_precision,
-        cpu=args.cpu,
-        log_with="tensorboard" if args.report_to == "tensorboard" else None,
-        project_dir=str(args.output_dir),
-        step_scheduler_with_optimizer=False,  # one scheduler step per optimizer step, whatever the process count
-    )
-
-
-def _checkpoint_to_resume(args: BPTTArguments, data_args: BPTTDataArguments, accelerator) -> Path | None:
+def _checkpoint_to_resume(args: BPTTArguments, data_args: CorpusArguments, accelerator) -> Path | None:
     """--resume_from_checkpoint, else the newest checkpoint of this run in the folder (the claim checked it is)."""
     output_dir = Path(args.output_dir)
     try:
@@ -260,8 +204,8 @@ def _load_inputs(args, model_args, data_args, checkpoint, model, tokenizer, data
     resumed = str(checkpoint) if checkpoint else None
     try:
         if dataset is None:
-            dataset = load_raw_data(data_args.to_trainer_data_arguments(), seed=args.seed)
-            dataset_name = dataset_name or data_args.label()
+            dataset = load_raw_data(data_args, seed=args.seed)
+            dataset_name = dataset_name or dataset_label(data_args)
         for split in ("train", "validation"):
             if split not in dataset:
                 raise ValueError(f"The data set needs a {split!r} split; it has {sorted(dataset)}.")
@@ -293,16 +237,16 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTT
         )
     local_rows = args.batch_size // world
     train_ids = data_module.tokenize_stream(dataset["train"], tokenizer)
-    blocks_per_epoch = data_module.num_stream_blocks(train_ids.numel(), args.batch_size, args.bptt_length, True)
+    blocks_per_epoch = data_module.num_stream_blocks(train_ids.numel(), args.batch_size, args.block_size, True)
     if blocks_per_epoch < 1:
         raise TrainingSetupError(
             f"The training split has {train_ids.numel()} tokens: too few for batch_size={args.batch_size} rows of "
-            f"bptt_length={args.bptt_length} + 1 tokens. Lower batch_size or bptt_length, or give more text."
+            f"block_size={args.block_size} + 1 tokens. Lower --batch_size or --block_size, or give more text."
         )
     rows = data_module.batchify(train_ids, args.batch_size)[rank * local_rows : (rank + 1) * local_rows]
     eval_sets = {}
     for split in ("validation", "test"):
-        if split in dataset and (split == "validation" or args.do_test):
+        if split in dataset and (split == "validation" or args.evaluate_test_split):
             ids, characters = dataset_stream(dataset[split], tokenizer)
             if args.max_eval_tokens is not None and ids.numel() > args.max_eval_tokens + 1:
                 # Characters of a prefix: per-token lengths are exact for char tokenizers; scale for others.
@@ -333,17 +277,17 @@ def _hyperparameters(model, args: BPTTArguments, accelerator) -> dict[str, Any]:
             "tie_word_embeddings")},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         **{key: value for key, value in asdict(args).items() if key not in (
-            "output_dir", "resume_from_checkpoint", "report_to", "disable_tqdm", "sample_prompts", "cpu")},
+            "output_dir", "resume_from_checkpoint", "report_to", "disable_tqdm", "cpu", *DEPRECATED_NAMES)},
         "mixed_precision": accelerator.mixed_precision,
         "num_processes": accelerator.num_processes,
-        "tokens_per_step": args.batch_size * args.bptt_length * args.gradient_accumulation_steps,
+        "tokens_per_step": args.batch_size * args.block_size * args.gradient_accumulation_steps,
     }
 
 
 def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model, tokenizer, dataset, dataset_name,
-                   callback, accelerator) -> dict:
+                   callback, callbacks, accelerator) -> dict:
     """`train_bptt` once its options are checked: builds everything, takes `claim`, trains, and completes it."""
-    accelerator = accelerator or _make_accelerator(args, model, model_args)
+    accelerator = accelerator or make_accelerator(args, model, model_args)
     checkpoint = _checkpoint_to_resume(args, data_args, accelerator)
     set_seed(args.seed)
     dataset, dataset_name, tokenizer, model = _load_inputs(args, model_args, data_args, checkpoint, model, tokenizer,
@@ -358,10 +302,11 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
 
     claim.acquire(resumed_from=str(checkpoint) if checkpoint else None)  # the folder is this run's from here on
     accelerator.wait_for_everyone()
-    prompts = args.sample_prompts or _default_prompts(
+    prompts = [args.sample_prompt] if args.sample_prompt is not None else _default_prompts(
         dataset_name, [row["text"] for row, _ in zip(dataset["validation"], range(3))]
     )
-    loop = BPTTLoop(args, accelerator, model, optimizer, scheduler, tokenizer, streams, total_steps, prompts, callback)
+    loop = BPTTLoop(args, accelerator, model, optimizer, scheduler, tokenizer, streams, total_steps, prompts, callback,
+                    callbacks)
     if checkpoint is not None:
         loop.restore(checkpoint)
     if args.report_to == "tensorboard":
@@ -406,7 +351,7 @@ def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint
         summary["test"] = test
     if accelerator.is_main_process:
         summary["samples"] = generate_samples(
-            loop.unwrapped, tokenizer, loop.prompts, seed=args.seed, max_new_tokens=args.sample_max_new_tokens,
+            loop.unwrapped, tokenizer, loop.prompts, seed=args.seed, max_new_tokens=args.sample_length,
             temperature=args.sample_temperature, do_sample=True,
         )
         output_dir = loop.output_dir

@@ -2,46 +2,23 @@
 
 `ModelArguments` and `DataArguments` are run_clm.py's argument dataclasses for a char-RNN; both training paths take
 them (`hf-charrnn train` with TrainingArguments, `hf-charrnn train-accelerate` with BPTTArguments). The Trainer path's
-defaults differ from TrainingArguments' own: a char-level RNN on a CPU wants a learning rate of 2e-3, a cosine
-schedule, batches of 64 blocks, evaluation and checkpoints every 200 steps (`TRAINING_DEFAULTS`).
+`CharRNNTrainingArguments` extend `TrainingArguments` (as transformers' `Seq2SeqTrainingArguments` do) with the
+defaults a char-level RNN on a CPU wants: a learning rate of 2e-3, a cosine schedule, batches of 64 blocks, evaluation
+and checkpoints every 200 steps, and early stopping.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import torch
-from transformers import (
-    TrainingArguments,
-)
+from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
 # What a new model looks like when the command line says nothing (CharRNNConfig's defaults: Karpathy's 2 x 512 LSTM).
 MODEL_DEFAULTS = dict(
     cell_type="lstm", hidden_size=512, num_layers=2, embedding_dim=128, dropout=0.0, input_encoding="embedding"
-)
-
-
-# TrainingArguments defaults for this command, applied only to options the user did not pass. They suit a char-level
-# RNN on a CPU: transformers' own defaults (learning rate 5e-5, no evaluation, a log line every 500 steps) do not.
-TRAINING_DEFAULTS: dict[str, Any] = dict(
-    output_dir="outputs/charrnn",
-    learning_rate=2e-3,
-    lr_scheduler_type="cosine",
-    warmup_steps=0.02,
-    per_device_train_batch_size=64,
-    per_device_eval_batch_size=64,
-    num_train_epochs=3,
-    max_grad_norm=1.0,
-    eval_strategy="steps",
-    eval_steps=200,
-    save_strategy="steps",
-    save_steps=200,
-    save_total_limit=3,
-    logging_steps=10,
-    logging_first_step=True,
-    report_to="tensorboard",
-    seed=42,
 )
 
 
@@ -102,8 +79,8 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    """What to train on, how to cut it into blocks, and how the run is watched."""
+class CorpusArguments:
+    """What to train on: the data options both training paths take (`hf-charrnn train` and `train-accelerate`)."""
 
     dataset: str = field(
         default="shakespeare",
@@ -135,6 +112,20 @@ class DataArguments:
         },
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the text in a `datasets` data set."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start from scratch even when --output_dir holds an earlier run (its checkpoints are deleted). "
+            "Without it, the same run (same data, tokenizer, model and training options) is resumed from its newest "
+            "checkpoint, and any other run there is refused."
+        },
+    )
+
+
+@dataclass
+class DataArguments(CorpusArguments):
+    """The Trainer path's data options: the corpus, how to cut it into blocks, and how the run is watched."""
+
     streaming: bool = field(
         default=False,
         metadata={
@@ -170,6 +161,39 @@ class DataArguments:
         metadata={"help": "Prompt for the samples; empty starts a new document (after <eos>)."},
     )
     sample_length: int = field(default=200, metadata={"help": "Tokens to generate per sample."})
+
+
+def _help(name: str, addition: str = "") -> dict[str, str]:
+    """TrainingArguments' own help for `name`, and what this project adds to it."""
+    return {"help": f"{_TRAINING_ARGUMENT_FIELDS[name].metadata.get('help', '')} {addition}".strip()}
+
+
+_TRAINING_ARGUMENT_FIELDS = {spec.name: spec for spec in fields(TrainingArguments)}
+
+
+@dataclass
+class CharRNNTrainingArguments(TrainingArguments):
+    """
+    `TrainingArguments` with the defaults of a char-level RNN on a CPU (transformers' own: learning rate 5e-5, no
+    evaluation, a log line every 500 steps, do not suit it), and early stopping. `save_steps` follows `eval_steps`
+    unless it is set (the best checkpoint must be an evaluated one); early stopping loads the best model at the end.
+    """
+
+    output_dir: str | None = field(default="outputs/charrnn", metadata=_help("output_dir"))
+    learning_rate: float = field(default=2e-3, metadata=_help("learning_rate"))
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata=_help("lr_scheduler_type"))
+    warmup_steps: float = field(default=0.02, metadata=_help("warmup_steps"))
+    per_device_train_batch_size: int = field(default=64, metadata=_help("per_device_train_batch_size"))
+    per_device_eval_batch_size: int = field(default=64, metadata=_help("per_device_eval_batch_size"))
+    eval_strategy: IntervalStrategy | str = field(default="steps", metadata=_help("eval_strategy"))
+    eval_steps: float | None = field(default=200, metadata=_help("eval_steps"))
+    save_steps: float | None = field(
+        default=None, metadata=_help("save_steps", "(default: the --eval_steps value)")
+    )
+    save_total_limit: int | None = field(default=3, metadata=_help("save_total_limit"))
+    logging_steps: float = field(default=10, metadata=_help("logging_steps"))
+    logging_first_step: bool = field(default=True, metadata=_help("logging_first_step"))
+    report_to: None | str | list[str] = field(default="tensorboard", metadata=_help("report_to"))
     early_stopping_patience: int | None = field(
         default=None,
         metadata={
@@ -180,34 +204,14 @@ class DataArguments:
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "How much the validation loss must drop to count as an improvement."}
     )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={
-            "help": "Start from scratch even when --output_dir holds an earlier run (its checkpoints are deleted). "
-            "Without it, the same run (same data, tokenizer, model and training options) is resumed from its newest "
-            "checkpoint, and any other run there is refused."
-        },
-    )
 
-
-def training_defaults(explicit: set[str], early_stopping: bool = False) -> dict[str, Any]:
-    """This command's TrainingArguments defaults, for the options not in `explicit`."""
-    defaults = dict(TRAINING_DEFAULTS)
-    if not torch.cuda.is_available():
-        defaults["dataloader_pin_memory"] = False  # pinning needs an accelerator; on a CPU it only warns
-    if early_stopping:
-        defaults.update(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False)
-    if "eval_steps" in explicit and "save_steps" not in explicit:
-        defaults.pop("save_steps")  # load_best_model_at_end needs save_steps to be a multiple of eval_steps
-    if "max_steps" in explicit:
-        defaults.pop("num_train_epochs")
-    return {key: value for key, value in defaults.items() if key not in explicit}
-
-
-def default_training_arguments(early_stopping: bool = False, **overrides) -> TrainingArguments:
-    """`TrainingArguments` with this command's defaults; `overrides` win (for the demo and benchmarks)."""
-    values = training_defaults(set(overrides), early_stopping=early_stopping)
-    values.update(overrides)
-    if "eval_steps" in overrides and "save_steps" not in overrides:
-        values.setdefault("save_steps", overrides["eval_steps"])
-    return TrainingArguments(**values)
+    def __post_init__(self):
+        if self.save_steps is None:
+            self.save_steps = self.eval_steps if self.eval_steps is not None else self.logging_steps
+        if self.early_stopping_patience is not None:
+            self.load_best_model_at_end = True
+            if self.metric_for_best_model is None:
+                self.metric_for_best_model, self.greater_is_better = "eval_loss", False
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
+        super().__post_init__()

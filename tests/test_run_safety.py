@@ -28,8 +28,8 @@ TINY = ["--hidden_size", "16", "--embedding_dim", "8", "--num_layers", "1", "--r
         "--disable_tqdm", "true"]
 TINY_TRAINER = ["--block_size", "16", "--per_device_train_batch_size", "8", "--eval_steps", "2", "--save_steps", "2",
                 "--logging_steps", "1", "--sample_every_steps", "0", "--max_eval_samples", "8"]
-TINY_BPTT = ["--batch_size", "4", "--bptt_length", "16", "--eval_steps", "2", "--save_steps", "2",
-             "--logging_steps", "1", "--sample_steps", "0", "--eval_batch_size", "2", "--max_eval_tokens", "200"]
+TINY_BPTT = ["--batch_size", "4", "--block_size", "16", "--eval_steps", "2", "--save_steps", "2",
+             "--logging_steps", "1", "--sample_every_steps", "0", "--eval_batch_size", "2", "--max_eval_tokens", "200"]
 
 
 def verse(seed: int, lines: int) -> str:

@@ -31,7 +31,7 @@ from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 from hf_charrnn.trainer import CharRNNTrainer, train
 from hf_charrnn.trainer_utils import TrainingDivergedError, last_complete_checkpoint
-from hf_charrnn.training_args import default_training_arguments
+from hf_charrnn.training_args import CharRNNTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the king queen sword crown night day love death blood heart speak hear come go fair foul".split()
@@ -133,7 +133,7 @@ def test_gradient_accumulation_matches_one_large_batch(tmp_path):
             hf_charrnn.CharRNNConfig(vocab_size=len(tokenizer), hidden_size=16, embedding_dim=8, num_layers=2)
         )
         initial = {name: p.detach().clone() for name, p in model.named_parameters()}
-        args = default_training_arguments(
+        args = CharRNNTrainingArguments(
             output_dir=str(tmp_path / f"ga{accumulation}"), per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", learning_rate=1.0,
             lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0, eval_strategy="no",

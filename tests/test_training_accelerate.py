@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file
 from torch.nn import functional as F
+from transformers import TrainerCallback
 
 from hf_charrnn import CharRNNCache, CharRNNConfig, CharRNNForCausalLM
 from hf_charrnn.cli.train_accelerate import main
@@ -24,10 +26,10 @@ from hf_charrnn.trainer_utils import (
     TrainingInterrupted,
     TrainingSetupError,
 )
-from hf_charrnn.bptt import list_checkpoints, resolve_checkpoint
-from hf_charrnn.bptt_args import BPTTArguments, BPTTDataArguments
+from hf_charrnn.bptt_checkpoints import list_checkpoints, resolve_checkpoint
+from hf_charrnn.bptt_args import BPTTArguments
 from hf_charrnn.training_accelerate import train_bptt
-from hf_charrnn.training_args import ModelArguments
+from hf_charrnn.training_args import CorpusArguments, ModelArguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,8 +66,8 @@ def tiny_model(seed: int = 0, **overrides) -> CharRNNForCausalLM:
 def quiet(**overrides) -> dict:
     """Fast, quiet options for tests: no TensorBoard, no progress bar, no samples during training."""
     options = dict(
-        batch_size=4, bptt_length=16, report_to="none", disable_tqdm=True, sample_steps=0, eval_steps=0,
-        logging_steps=1, sample_max_new_tokens=10, eval_batch_size=2,
+        batch_size=4, block_size=16, report_to="none", disable_tqdm=True, sample_every_steps=0, eval_steps=0,
+        logging_steps=1, sample_length=10, eval_batch_size=2,
     )
     options.update(overrides)
     return options
@@ -135,7 +137,7 @@ def test_outputs_summary_and_loadable_model(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     out = tmp_path / "run"
-    run(out, max_steps=6, eval_steps=3, save_steps=3, sample_steps=3, report_to="tensorboard")
+    run(out, max_steps=6, eval_steps=3, save_steps=3, sample_every_steps=3, report_to="tensorboard")
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                  "training_summary.json", "loss_curve.png"):
         assert (out / name).is_file(), name
@@ -145,7 +147,7 @@ def test_outputs_summary_and_loadable_model(tmp_path):
     assert saved["steps"] == 6
     assert set(saved["validation"]) == {"loss", "bpc", "perplexity"}
     assert "test" in saved
-    assert saved["hyperparameters"]["bptt_length"] == 16
+    assert saved["hyperparameters"]["block_size"] == 16
     assert saved["samples"] and saved["samples"][0]["text"]
     assert list(out.glob("runs/**/events.out.tfevents.*"))
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3", "checkpoint-6"]
@@ -190,7 +192,7 @@ def test_resume_after_max_steps_is_exact(tmp_path):
 def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     """SIGINT mid-epoch (cosine schedule, dropout, accumulation, several epochs): a checkpoint is saved, the run
     raises TrainingInterrupted, and resuming ends bitwise equal to an uninterrupted run."""
-    options = dict(max_steps=40, gradient_accumulation_steps=2, save_steps=100, eval_steps=10, sample_steps=15)
+    options = dict(max_steps=40, gradient_accumulation_steps=2, save_steps=100, eval_steps=10, sample_every_steps=15)
     full = run(tmp_path / "full", **options)
     assert full["epochs"] > 2  # the resume crosses epoch boundaries (state reset at each epoch start)
 
@@ -219,7 +221,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
 def test_overwrite_output_dir_starts_over(tmp_path):
     run(tmp_path / "run", max_steps=4, save_steps=2)
     summary = train_bptt(
-        None, None, BPTTDataArguments(overwrite_output_dir=True), model=tiny_model(), tokenizer=TOKENIZER,
+        None, None, CorpusArguments(overwrite_output_dir=True), model=tiny_model(), tokenizer=TOKENIZER,
         dataset=corpus(), **quiet(output_dir=str(tmp_path / "run"), max_steps=2, save_steps=2),
     )
     assert summary["steps"] == 2
@@ -251,11 +253,11 @@ def test_nan_loss_stops_naming_the_step_without_saving_after_it(tmp_path):
 
 def test_mixed_precision_is_checked_on_this_hardware(tmp_path):
     """bf16 where the recurrent kernels have it (a GRU on most CPUs); a clear error where they do not."""
-    from hf_charrnn.training_accelerate import _mixed_precision_works
+    from hf_charrnn.accelerator_setup import mixed_precision_works
 
     for cell_type in ("gru", "lstm"):
         model = tiny_model(cell_type=cell_type)
-        if _mixed_precision_works("bf16", "cpu", cell_type):
+        if mixed_precision_works("bf16", "cpu", cell_type):
             summary = run(tmp_path / cell_type, model=model, max_steps=3, save_steps=0, mixed_precision="bf16")
             assert summary["hyperparameters"]["mixed_precision"] == "bf16"
             assert math.isfinite(summary["validation"]["loss"])
@@ -268,7 +270,7 @@ def test_mixed_precision_is_checked_on_this_hardware(tmp_path):
     "options, message",
     [
         (dict(batch_size=0), "batch_size"),
-        (dict(bptt_length=-1), "bptt_length"),
+        (dict(block_size=-1), "block_size"),
         (dict(optimizer="sgd"), "optimizer"),
         (dict(mixed_precision="fp8"), "mixed_precision"),
         (dict(max_steps=-1, num_train_epochs=0), "num_train_epochs"),
@@ -282,11 +284,11 @@ def test_bad_options_are_refused(options, message):
 
 def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(TypeError, match="Unknown training option"):
-        run(tmp_path / "a", max_steps=1, block_size=3)
+        run(tmp_path / "a", max_steps=1, per_device_train_batch_size=3)  # the Trainer path's; here: batch_size
     with pytest.raises(TypeError, match="BPTTArguments"):
         train_bptt(ModelArguments())
     with pytest.raises(TrainingSetupError, match="too few for batch_size"):
-        run(tmp_path / "b", max_steps=1, batch_size=64, bptt_length=512)
+        run(tmp_path / "b", max_steps=1, batch_size=64, block_size=512)
     with pytest.raises(TrainingSetupError, match="no complete checkpoint"):
         run(tmp_path / "c", max_steps=1, resume_from_checkpoint="latest")
     with pytest.raises(TrainingSetupError, match="not a complete checkpoint"):
@@ -302,13 +304,13 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
 def test_resume_with_another_layout_is_refused(tmp_path):
     run(tmp_path / "run", max_steps=2, save_steps=2)
-    with pytest.raises(TrainingSetupError, match="(?s)holds another run.*bptt_length: 16 -> 8.*--overwrite_output_dir"):
-        run(tmp_path / "run", max_steps=2, bptt_length=8)
-    with pytest.raises(TrainingSetupError, match="(?s)bptt_length: 16 -> 8"):  # an explicit resume may only lengthen
-        run(tmp_path / "run", max_steps=4, bptt_length=8, resume_from_checkpoint="latest")
-    with pytest.raises(TrainingSetupError, match="bptt_length=16 \\(now 8\\)"):  # another folder's checkpoint
+    with pytest.raises(TrainingSetupError, match="(?s)holds another run.*block_size: 16 -> 8.*--overwrite_output_dir"):
+        run(tmp_path / "run", max_steps=2, block_size=8)
+    with pytest.raises(TrainingSetupError, match="(?s)block_size: 16 -> 8"):  # an explicit resume may only lengthen
+        run(tmp_path / "run", max_steps=4, block_size=8, resume_from_checkpoint="latest")
+    with pytest.raises(TrainingSetupError, match="block_size=16 \\(now 8\\)"):  # another folder's checkpoint
         other_checkpoint = str(tmp_path / "run" / "checkpoint-2")
-        run(tmp_path / "other", max_steps=4, bptt_length=8, resume_from_checkpoint=other_checkpoint)
+        run(tmp_path / "other", max_steps=4, block_size=8, resume_from_checkpoint=other_checkpoint)
     assert resolve_checkpoint("latest", tmp_path / "run").name == "checkpoint-2"
 
 
@@ -328,8 +330,8 @@ def cli_arguments(train, validation, output_dir) -> list[str]:
     return [
         "--train_file", str(train), "--validation_file", str(validation), "--output_dir", str(output_dir),
         "--hidden_size", "16", "--embedding_dim", "8", "--max_steps", "4", "--batch_size", "4",
-        "--bptt_length", "16", "--eval_steps", "2", "--save_steps", "2", "--sample_steps", "0",
-        "--report_to", "none", "--disable_tqdm", "--logging_steps", "1", "--sample_max_new_tokens", "10",
+        "--block_size", "16", "--eval_steps", "2", "--save_steps", "2", "--sample_every_steps", "0",
+        "--report_to", "none", "--disable_tqdm", "--logging_steps", "1", "--sample_length", "10",
     ]
 
 
@@ -385,3 +387,70 @@ def test_two_processes_match_one_process(tmp_path):
     wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], atol=1e-5, rtol=1e-4)
+
+
+def test_the_old_option_names_still_work_for_a_release_and_name_the_new_ones():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = BPTTArguments(bptt_length=16, sample_steps=0, sample_prompts=["KING:", "QUEEN:"],
+                             sample_max_new_tokens=5, do_test=False)
+    messages = sorted(str(warning.message).split(" (")[0] for warning in caught)
+    assert messages == ["--bptt_length is now --block_size", "--do_test is now --evaluate_test_split",
+                        "--sample_max_new_tokens is now --sample_length", "--sample_prompts is now --sample_prompt",
+                        "--sample_steps is now --sample_every_steps"]
+    assert all(warning.category is FutureWarning for warning in caught)
+    assert (args.block_size, args.sample_every_steps, args.sample_prompt, args.sample_length,
+            args.evaluate_test_split) == (16, 0, "KING:", 5, False)
+    assert args.bptt_length is None and args.do_test is None  # recorded once, under the new names
+    with pytest.warns(FutureWarning):  # the new name wins when both are given
+        assert BPTTArguments(block_size=32, bptt_length=16).block_size == 32
+    command = subprocess.run(
+        [sys.executable, "-m", "hf_charrnn.cli", "train-accelerate", "--bptt_length", "0"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert command.returncode == 2 and "--bptt_length is now --block_size" in command.stderr
+    assert "block_size must be a positive integer" in command.stderr
+
+
+class EventLog(TrainerCallback):
+    """Records the events the loop sends, as a user's TrainerCallback sees them; stops the run after `stop_at`."""
+
+    def __init__(self, stop_at: int):
+        self.events, self.stop_at = [], stop_at
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.events.append(("log", state.global_step, round(logs["loss"], 6)))
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.events.append(("evaluate", state.global_step, sorted(metrics)))
+
+    def on_save(self, args, state, control, **kwargs):
+        self.events.append(("save", state.global_step))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.stop_at:
+            control.should_training_stop = True
+        return control
+
+
+def test_trainer_callbacks_drive_the_bptt_loop_as_they_drive_the_trainer(tmp_path):
+    events = EventLog(stop_at=4)
+    summary = train_bptt(model=tiny_model(), tokenizer=TOKENIZER, dataset=corpus(), dataset_name="test corpus",
+                         callbacks=[events], **quiet(output_dir=str(tmp_path), max_steps=10, logging_steps=2,
+                                                     eval_steps=2, save_steps=3))
+    assert summary["steps"] == 4  # the callback's stop ends the run normally: evaluated, saved, summarized
+    logged = [entry for entry in json.loads((tmp_path / "log_history.json").read_text()) if "loss" in entry]
+    assert [event for event in events.events if event[0] == "log"] == [
+        ("log", entry["step"], round(entry["loss"], 6)) for entry in logged]
+    assert ("evaluate", 2, ["eval_bpc", "eval_loss", "eval_perplexity"]) in events.events
+    assert ("save", 3) in events.events
+    assert summary["validation"]["bpc"] > 0 and (tmp_path / "model.safetensors").is_file()
+
+
+def test_the_bptt_path_loads_neither_trainer_nor_the_hub_code():
+    code = ("import sys, hf_charrnn.cli.train_accelerate; "
+            "print(sorted(m for m in ('transformers.trainer', 'hf_charrnn.hub', 'hf_charrnn.trainer') "
+            "if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"

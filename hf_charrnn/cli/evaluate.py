@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import HfArgumentParser
 
-from .. import data
+from .. import text_files
 from ..evaluation import DEFAULT_CHUNK_LENGTH, evaluate_dataset
 from ..model_loading import load_model_and_tokenizer
 from ..tokenization_charrnn import (
@@ -25,7 +25,7 @@ from ..tokenization_charrnn import (
     is_char_level,
     unknown_warning,
 )
-from ..trainer_utils import dataset_label, load_raw_data, recorded_data_arguments
+from ..trainer_utils import dataset_label, load_corpus, load_raw_data, recorded_data_arguments
 
 
 @dataclass
@@ -69,31 +69,19 @@ class EvaluateArguments:
     output_file: str | None = field(default=None, metadata={"help": "Also write the JSON result to this file."})
 
 
-def load_split(dataset: str, split: str, config_name: str | None = None, text_column: str = "text"):
-    """One split of the embedded Shakespeare corpus or of a named / local data set (see `EvaluateArguments.dataset`)."""
-
-    if dataset == "shakespeare":
-        splits = data.load_shakespeare()
-    elif dataset.startswith("shakespeare:"):
-        splits = data.load_shakespeare_play(dataset.split(":", 1)[1])
-    else:
-        splits = data.load_named_dataset(dataset, config_name, text_column=text_column)
-    if split not in splits:
-        raise ValueError(f"The data set {dataset!r} has no split {split!r}; it has {sorted(splits)}.")
-    return splits[split]
-
-
 def choose_texts(args: EvaluateArguments) -> tuple[Any, dict]:
     """What to score, and how to describe it: text files, a named data set's split, or the model's recorded data."""
     if args.text_file:
         texts = []
         for path in args.text_file:
-            data.file_fingerprint(path, "text")  # binary or non-UTF-8: a clear error naming the byte
+            text_files.file_fingerprint(path, "text")  # binary or non-UTF-8: a clear error naming the byte
             texts.append({"text": Path(path).read_text(encoding="utf-8")})
         return texts, {"text_file": args.text_file}
     if args.dataset:
-        split = load_split(args.dataset, args.split, args.dataset_config_name, args.text_column)
-        return split, {"dataset": args.dataset, "split": args.split}
+        splits = load_corpus(args.dataset, args.dataset_config_name, text_column=args.text_column)
+        if args.split not in splits:
+            raise ValueError(f"The data set {args.dataset!r} has no split {args.split!r}; it has {sorted(splits)}.")
+        return splits[args.split], {"dataset": args.dataset, "split": args.split}
     recorded = recorded_data_arguments(args.model_name_or_path)
     if recorded is None:
         raise ValueError(

@@ -5,24 +5,25 @@ Runs on one CPU/GPU, or on several processes with `accelerate launch scripts/tra
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from transformers import HfArgumentParser
 
-from ..bptt_args import BPTTArguments, BPTTDataArguments
+from ..bptt_args import BPTTArguments
 from ..training_accelerate import train_bptt
-from ..training_args import ModelArguments
+from ..training_args import CorpusArguments, ModelArguments
 from .exit_codes import EXIT_USER_ERROR
 from .help_format import ValuesUsedHelpFormatter
-from .training_outcome import run_and_report
+from .training_outcome import configure_logging, run_and_report
 
 
 def make_parser() -> HfArgumentParser:
     return HfArgumentParser(
-        (ModelArguments, BPTTDataArguments, BPTTArguments),
+        (ModelArguments, CorpusArguments, BPTTArguments),
         prog="hf-charrnn train-accelerate",
         description="Train a CharRNN the classic char-rnn way with accelerate: one token stream laid out as "
-        "--batch_size parallel rows, read --bptt_length tokens at a time with the recurrent state carried from batch "
+        "--batch_size parallel rows, read --block_size tokens at a time with the recurrent state carried from batch "
         "to batch (stateful truncated BPTT). Without arguments: a 2x512 LSTM on the embedded Shakespeare corpus. "
         "Runs on one CPU/GPU, or on several processes with `accelerate launch`.",
         formatter_class=ValuesUsedHelpFormatter,
@@ -41,4 +42,5 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # the dataclasses' own checks
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    configure_logging(logging.WARNING)  # hf_charrnn's progress and samples; transformers' warnings only
     return run_and_report(lambda: train_bptt(args, model_args, data_args), args.output_dir)
