@@ -8,7 +8,7 @@ Progress on stderr, JSON on stdout.
 Three recipes train on the same corpus (the embedded Shakespeare plays by default, the same train/validation split),
 each for the same number of seconds of training, and are scored the same way:
 
-(a) ``tutorial`` -- the classic char-RNN tutorial recipe, written here in plain PyTorch as tutorials write it: a
+(a) ``tutorial`` -- the classic char-RNN tutorial recipe, written in plain PyTorch as tutorials write it (bench_tutorial.py): a
     2-layer LSTM of 256 units over a 64-dimensional embedding, windows of 100 characters that may start at every
     position of the text (step 1; a batch is random windows), the loss on the LAST character of each window only
     (the character after the window), Adam at 2e-3, constant. It is the reference the project's recipes must beat.
@@ -35,22 +35,25 @@ predicted from the `window` characters before it, from a zero state -- so that n
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from bench_common import PlainLSTM, log, quiet_bptt_arguments
-from torch.nn import functional as F
-from transformers import AutoTokenizer, TrainerCallback, set_seed
+from bench_common import log
+from bench_recipes import calibrate_seconds_per_step, train_bptt_recipe, train_default_recipe
+from bench_tutorial import (
+    TUTORIAL_BATCH_SIZE,
+    TUTORIAL_LEARNING_RATE,
+    TUTORIAL_WINDOW,
+    train_tutorial,
+    tutorial_to_charrnn,
+    windowed_bpc,
+)
 
 from hf_charrnn import data
-from hf_charrnn.configuration_charrnn import CharRNNConfig
 from hf_charrnn.demo import (
     DEMO_BATCH_SIZE,
     DEMO_BLOCK_SIZE,
@@ -59,21 +62,14 @@ from hf_charrnn.demo import (
 )
 from hf_charrnn.evaluation import (
     DEFAULT_CHUNK_LENGTH,
-    LN2,
     dataset_stream,
     score_stream,
     summarize_scores,
 )
-from hf_charrnn.modeling_charrnn import CharRNNForCausalLM
 from hf_charrnn.reporting import generate_samples
-from hf_charrnn.trainer import train
-from hf_charrnn.trainer_utils import build_model, load_or_build_tokenizer, load_raw_data
-from hf_charrnn.training_accelerate import train_bptt
-from hf_charrnn.training_args import CharRNNTrainingArguments, CorpusArguments, DataArguments, ModelArguments
+from hf_charrnn.trainer_utils import load_or_build_tokenizer, load_raw_data
+from hf_charrnn.training_args import CorpusArguments, ModelArguments
 
-TUTORIAL_WINDOW = 100
-TUTORIAL_BATCH_SIZE = 128
-TUTORIAL_LEARNING_RATE = 2e-3
 RECIPES = ("tutorial", "default", "bptt")
 
 
@@ -82,227 +78,14 @@ RECIPES = ("tutorial", "default", "bptt")
 # ----------------------------------------------------------------------------------
 
 
-class TutorialCharLSTM(PlainLSTM):
-    """The tutorials' model: embedding, LSTM, and a linear layer on the LAST output only (the next character)."""
-
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """`(batch, window)` token ids -> `(batch, vocab)` logits of the next character."""
-        output, _ = self.lstm(self.embedding(windows))
-        return self.head(output[:, -1])
-
-
-def sample_windows(stream: torch.Tensor, batch_size: int, window: int, generator: torch.Generator) -> torch.Tensor:
-    """`batch_size` random slices of `window + 1` tokens of a 1-D stream; any position may start one (step 1)."""
-    if stream.numel() < window + 2:
-        raise ValueError(f"The training text has {stream.numel()} tokens: too few for windows of {window} + 1.")
-    starts = torch.randint(0, stream.numel() - window, (batch_size, 1), generator=generator)
-    return stream[starts + torch.arange(window + 1)]
-
-
-def tutorial_loss(model: TutorialCharLSTM, windows: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the last character of each slice given the `window` characters before it."""
-    return F.cross_entropy(model(windows[:, :-1]), windows[:, -1])
-
-
-def train_tutorial(stream: torch.Tensor, vocab_size: int, budget_seconds: float, *, embedding_dim: int = 64,
-                   hidden_size: int = 256, num_layers: int = 2, window: int = TUTORIAL_WINDOW,
-                   batch_size: int = TUTORIAL_BATCH_SIZE, learning_rate: float = TUTORIAL_LEARNING_RATE,
-                   seed: int = 42, device: str = "cpu") -> tuple[TutorialCharLSTM, dict]:
-    """Train (a) until `budget_seconds` of optimizer steps are spent; returns the model and what it did."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = TutorialCharLSTM(vocab_size, embedding_dim, hidden_size, num_layers).to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    steps, losses, started, next_report = 0, [], time.perf_counter(), 15.0
-    while True:
-        loss = tutorial_loss(model, sample_windows(stream, batch_size, window, generator).to(device))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        steps += 1
-        losses.append(loss.item())
-        elapsed = time.perf_counter() - started
-        if elapsed >= next_report:
-            next_report += 15.0
-            log(f"  tutorial: step {steps}, {elapsed:.0f} s, loss {sum(losses[-50:]) / len(losses[-50:]):.3f}")
-        if elapsed >= budget_seconds:
-            break
-    recent = losses[-max(1, min(50, len(losses))):]
-    return model.eval(), {
-        "steps": steps,
-        "train_seconds": round(elapsed, 2),
-        "chars_processed": steps * batch_size * window,
-        "predictions_trained": steps * batch_size,
-        "train_loss_recent": sum(recent) / len(recent),
-        "hyperparameters": {"window": window, "window_step": 1, "batch_size": batch_size, "optimizer": "Adam",
-                            "learning_rate": learning_rate, "lr_schedule": "constant", "loss": "last character only",
-                            "embedding_dim": embedding_dim, "hidden_size": hidden_size, "num_layers": num_layers},
-    }
-
-
-def tutorial_to_charrnn(model: TutorialCharLSTM, tokenizer) -> CharRNNForCausalLM:
-    """The same weights in a `CharRNNForCausalLM` (same layers, same computation), to be scored like the others."""
-    config = CharRNNConfig(
-        vocab_size=model.head.out_features, cell_type="lstm", embedding_dim=model.embedding.embedding_dim,
-        hidden_size=model.lstm.hidden_size, num_layers=model.lstm.num_layers, dropout=0.0,
-        pad_token_id=tokenizer.pad_token_id, unk_token_id=tokenizer.unk_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    charrnn = CharRNNForCausalLM(config)
-    charrnn.model.embeddings.load_state_dict(model.embedding.state_dict())
-    charrnn.model.rnn.load_state_dict(model.lstm.state_dict())
-    charrnn.lm_head.load_state_dict(model.head.state_dict())
-    return charrnn.to(next(model.parameters()).device).eval()
-
-
 # ----------------------------------------------------------------------------------
 # Budgets and calibration
 # ----------------------------------------------------------------------------------
 
 
-class WallClockBudget(TrainerCallback):
-    """Stops a Trainer run at the end of the first step that finds `budget_seconds` spent since training began."""
-
-    def __init__(self, budget_seconds: float):
-        self.budget_seconds = budget_seconds
-        self.started: float | None = None
-        self.elapsed = 0.0
-        self.stopped_early = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.elapsed = time.perf_counter() - self.started
-        if self.elapsed >= self.budget_seconds and state.global_step < state.max_steps:
-            control.should_training_stop = True
-            self.stopped_early = True
-        return control
-
-
-class _BudgetSpent(Exception):
-    """Raised from train_bptt's callback to stop it when its budget is spent."""
-
-
-def calibrate_seconds_per_step(model_kwargs: dict, vocab_size: int, batch_size: int, block_size: int,
-                               learning_rate: float, device: str = "cpu", steps: int = 5) -> float:
-    """Seconds per real forward/backward/AdamW step of this model and batch shape, as `hf_charrnn.demo.seconds_per_step`
-    measures the demo model, but the median of `steps` (after a warm-up step) rather than the best: the library loops
-    add a little per step, and a busy machine makes the best step an optimistic plan."""
-    torch.manual_seed(0)
-    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=vocab_size, **model_kwargs)).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    batch = torch.randint(4, vocab_size, (batch_size, block_size), device=device)
-    timings = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        model(batch, labels=batch).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        timings.append(time.perf_counter() - start)
-    return statistics.median(timings[1:])
-
-
 # ----------------------------------------------------------------------------------
 # (b) the default recipe (Trainer) and (c) stateful BPTT (Accelerate)
 # ----------------------------------------------------------------------------------
-
-
-def train_default_recipe(dataset: str, model_kwargs: dict, batch_size: int, block_size: int, learning_rate: float,
-                         max_steps: int, budget_seconds: float, output_dir: str, seed: int = 42,
-                         device: str = "cpu"):
-    """(b): `hf_charrnn.trainer.train()` with the demo's settings, `max_steps` planned, stopped at the budget."""
-    budget = WallClockBudget(budget_seconds)
-    training_args = CharRNNTrainingArguments(
-        output_dir=output_dir,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=max(1, max_steps // 20),
-        report_to="none",
-        seed=seed,
-        use_cpu=device == "cpu",
-    )
-    data_args = DataArguments(dataset=dataset, block_size=block_size, sample_every_steps=0, sample_length=1,
-                              max_eval_samples=2, overwrite_output_dir=True)
-    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its final metrics; stdout is for the JSON
-        summary = train(ModelArguments(**model_kwargs), data_args, training_args, callbacks=[budget])
-    model = CharRNNForCausalLM.from_pretrained(output_dir).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(output_dir)
-    steps = summary["steps"]
-    info = {
-        "steps": steps,
-        "planned_steps": max_steps,
-        "stopped_by_budget": budget.stopped_early,
-        "train_seconds": round(budget.elapsed, 2),
-        "chars_processed": steps * batch_size * block_size,
-        "predictions_trained": steps * batch_size * (block_size - 1),
-        "train_loss_mean": summary["train_loss"],
-        "hyperparameters": {key: summary["hyperparameters"][key] for key in (
-            "block_size", "per_device_train_batch_size", "learning_rate", "lr_scheduler_type", "warmup_steps",
-            "optimizer", "max_grad_norm", "embedding_dim", "hidden_size", "num_layers", "state_between_blocks")},
-    }
-    return model, tokenizer, info
-
-
-def train_bptt_recipe(splits, dataset: str, tokenizer, model_kwargs: dict, batch_size: int, block_size: int,
-                      learning_rate: float, max_steps: int, budget_seconds: float, step_seconds: float,
-                      output_dir: str, seed: int = 42, device: str = "cpu"):
-    """(c): `train_bptt` with (b)'s model, batch shape, optimizer settings and schedule, stopped at the budget."""
-    set_seed(seed)
-    model = build_model(ModelArguments(**model_kwargs), tokenizer)
-    args = quiet_bptt_arguments(
-        output_dir=output_dir,
-        batch_size=batch_size,
-        block_size=block_size,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_ratio=0.02,
-        max_grad_norm=1.0,
-        cpu=device == "cpu",
-        seed=seed,
-        logging_steps=max(1, max_steps // 20),
-        max_eval_tokens=block_size,
-    )
-    # train_bptt calls back at the end of each step; its first step began about one calibrated step before that.
-    clock = {"started": None, "elapsed": 0.0, "losses": []}
-
-    def watch(info: dict) -> None:
-        now = time.perf_counter()
-        if clock["started"] is None:
-            clock["started"] = now - step_seconds
-        clock["elapsed"] = now - clock["started"]
-        clock["losses"].append(info["loss"])
-        if clock["elapsed"] >= budget_seconds and info["step"] < max_steps:
-            raise _BudgetSpent
-
-    stopped = False
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            train_bptt(args, model=model, tokenizer=tokenizer, dataset=splits, dataset_name=dataset, callback=watch)
-    except _BudgetSpent:
-        stopped = True
-    steps = len(clock["losses"])
-    recent = clock["losses"][-max(1, min(20, steps)):]
-    info = {
-        "steps": steps,
-        "planned_steps": max_steps,
-        "stopped_by_budget": stopped,
-        "train_seconds": round(clock["elapsed"], 2),
-        "chars_processed": steps * batch_size * block_size,
-        "predictions_trained": steps * batch_size * block_size,
-        "train_loss_recent": sum(recent) / len(recent) if recent else None,
-        "hyperparameters": {key: getattr(args, key) for key in (
-            "batch_size", "block_size", "learning_rate", "lr_scheduler_type", "warmup_ratio", "optimizer",
-            "max_grad_norm")} | {"state_between_blocks": "carried (detached)"},
-    }
-    return model.eval(), tokenizer, info
 
 
 # ----------------------------------------------------------------------------------
@@ -327,26 +110,6 @@ def carried_state_bpc(model, ids: torch.Tensor, characters: int, batch_size: int
 
 
 @torch.no_grad()
-def windowed_bpc(model, ids: torch.Tensor, window: int = TUTORIAL_WINDOW, predictions: int = 5000,
-                 batch_size: int = 256) -> float:
-    """Bits per character of tokens `window .. window + predictions - 1` of `ids`, each predicted from the `window`
-    tokens before it with a zero state (the tutorial's own regime; char tokenizer: one token = one character)."""
-    predictions = min(predictions, ids.numel() - window)
-    if predictions < 1:
-        raise ValueError(f"The validation text is shorter than the window ({window}).")
-    slices = ids[: window + predictions].unfold(0, window + 1, 1)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    nats = 0.0
-    try:
-        for start in range(0, predictions, batch_size):
-            part = slices[start : start + batch_size].to(device)
-            logits = model(input_ids=part[:, :-1], use_cache=False, logits_to_keep=1).logits[:, -1].float()
-            nats += float(F.cross_entropy(logits, part[:, -1], reduction="sum"))
-    finally:
-        model.train(was_training)
-    return nats / LN2 / predictions
 
 
 def _sample(model, tokenizer, length: int) -> str | None:
@@ -530,23 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = [
-    "RECIPES",
-    "TutorialCharLSTM",
-    "WallClockBudget",
-    "calibrate_seconds_per_step",
-    "carried_state_bpc",
-    "main",
-    "run_quality_benchmark",
-    "sample_windows",
-    "train_bptt_recipe",
-    "train_default_recipe",
-    "train_tutorial",
-    "tutorial_loss",
-    "tutorial_to_charrnn",
-    "validation_stream",
-    "windowed_bpc",
-]
+__all__ = ["RECIPES", "carried_state_bpc", "main", "run_quality_benchmark", "score_recipe", "validation_stream"]
 
 
 if __name__ == "__main__":

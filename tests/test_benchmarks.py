@@ -35,12 +35,13 @@ def load_script(name: str):
     return module
 
 
-load_script("bench_common")
+bench_common, bench_tutorial, bench_recipes = (load_script(name) for name in ("bench_common", "bench_tutorial",
+                                                                               "bench_recipes"))
 bench_quality, bench_train = load_script("bench_quality"), load_script("bench_train")
-TutorialCharLSTM, WallClockBudget = bench_quality.TutorialCharLSTM, bench_quality.WallClockBudget
-carried_state_bpc, sample_windows = bench_quality.carried_state_bpc, bench_quality.sample_windows
-tutorial_loss, tutorial_to_charrnn = bench_quality.tutorial_loss, bench_quality.tutorial_to_charrnn
-validation_stream, windowed_bpc = bench_quality.validation_stream, bench_quality.windowed_bpc
+TutorialCharLSTM, WallClockBudget = bench_tutorial.TutorialCharLSTM, bench_recipes.WallClockBudget
+carried_state_bpc, sample_windows = bench_quality.carried_state_bpc, bench_tutorial.sample_windows
+tutorial_loss, tutorial_to_charrnn = bench_tutorial.tutorial_loss, bench_tutorial.tutorial_to_charrnn
+validation_stream, windowed_bpc = bench_quality.validation_stream, bench_tutorial.windowed_bpc
 StepTimes, random_blocks, timed_rate = bench_train.StepTimes, bench_train.random_blocks, bench_train.timed_rate
 
 
