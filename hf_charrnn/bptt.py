@@ -343,18 +343,9 @@ class BPTTLoop:
     def _diverged(self, what: str, value: float) -> TrainingDivergedError:
         self.progress_bar.close()
         self.accelerator.end_training()
-        bad_step, last = self.progress.step + 1, self.last_checkpoint
-        where = (
-            f"The last good checkpoint is {last}; resume from it (--resume_from_checkpoint {last}) with a lower "
-            "--learning_rate or --max_grad_norm."
-            if last
-            else "No checkpoint was saved before that step; start again with a lower --learning_rate."
-        )
-        return TrainingDivergedError(
-            f"The {what} became {value} at step {bad_step} (epoch {self.progress.epoch}, batch {self.progress.block} "
-            f"of the epoch); training stopped there and nothing after that step was saved. {where}",
-            bad_step, value, str(last) if last else None,
-        )
+        last = str(self.last_checkpoint) if self.last_checkpoint else None
+        where = f" (epoch {self.progress.epoch}, batch {self.progress.block} of the epoch)"
+        return TrainingDivergedError.at(what, value, self.progress.step + 1, last, where)
 
     def _interrupted(self, received: int | None) -> TrainingInterrupted:
         self.accelerator.end_training()

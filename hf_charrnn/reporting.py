@@ -91,6 +91,32 @@ def write_training_summary(output_dir: str | os.PathLike, summary: Mapping[str, 
     return path
 
 
+def training_summary(*, dataset: str, tokenizer_kind: str, training_path: str, train_tokens: int,
+                     validation_tokens: int, steps: int, epochs: float, runtime_s: float, hyperparameters: dict,
+                     log_history: Sequence[Mapping[str, Any]], resumed_from: str | None, validation: dict,
+                     test: dict | None = None, samples: Sequence[dict] = (), **extra) -> dict[str, Any]:
+    """The summary both training paths write, in the layout above: `train_loss` is the mean over the whole run
+    (`whole_run_train_loss`, with what it covers), `extra` adds path-specific figures."""
+    train_loss, train_loss_covers = whole_run_train_loss(log_history)
+    summary = {
+        "dataset": dataset, "tokenizer": tokenizer_kind, "training_path": training_path,
+        "train_tokens": int(train_tokens), "validation_tokens": int(validation_tokens), "steps": int(steps),
+        "epochs": epochs, "train_runtime_s": runtime_s, **extra, "hyperparameters": hyperparameters,
+        "train_loss": train_loss, "train_loss_covers": train_loss_covers, "resumed_from": resumed_from,
+        "validation": validation, "samples": list(samples), "loss_curve": LOSS_CURVE_FILE,
+    }
+    if test is not None:
+        summary["test"] = test
+    return summary
+
+
+def write_run_report(output_dir: str | os.PathLike, summary: Mapping[str, Any],
+                     log_history: Iterable[Mapping[str, Any]], title: str) -> Path:
+    """The end of a run on disk, both paths: the loss curve, then the summary (written whole, last)."""
+    plot_loss_curve(log_history, Path(output_dir) / LOSS_CURVE_FILE, title=title)
+    return write_training_summary(output_dir, summary)
+
+
 def whole_run_train_loss(log_history: Iterable[Mapping[str, Any]]) -> tuple[float | None, str]:
     """
     The mean training loss over every step of the run, from the logged losses (each the mean of the steps since

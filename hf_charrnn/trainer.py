@@ -67,12 +67,14 @@ from .trainer_utils import (
     build_model,
     check_training_length,
     data_identity,
+    dataset_label,
     is_char_tokenizer,
     last_complete_checkpoint,
     load_or_build_tokenizer,
     load_raw_data,
     model_identity,
     resolve_checkpoint,
+    sample_prompt_for,
     training_texts,
 )
 from .training_args import DataArguments, ModelArguments
@@ -154,6 +156,7 @@ class TrainerRun:
     nonfinite: NonFiniteLossCallback
     interrupt: GracefulInterruptCallback
     sampler: SampleCallback
+    sample_prompt: str
     test_dataset: Any
     train_blocks: int | None  # None for a streaming data set
     validation_blocks: int | None
@@ -241,7 +244,8 @@ def _run_trainer(run: TrainerRun, output_dir: str) -> float:
     finally:
         run.interrupt.restore()
     if run.nonfinite.bad_step is not None:
-        raise _diverged(run.nonfinite, output_dir)
+        raise TrainingDivergedError.at("training loss", run.nonfinite.bad_loss, run.nonfinite.bad_step,
+                                       last_complete_checkpoint(output_dir))
     if run.interrupt.signal_number is not None:
         step = run.trainer.state.global_step
         saved = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
@@ -253,24 +257,6 @@ def _run_trainer(run: TrainerRun, output_dir: str) -> float:
             run.interrupt.signal_number,
         )
     return float(output.metrics.get("train_runtime", time.time() - started))
-
-
-def _diverged(nonfinite: NonFiniteLossCallback, output_dir: str) -> TrainingDivergedError:
-    last = last_complete_checkpoint(output_dir)
-    loss_text = f"{nonfinite.bad_loss}" if nonfinite.bad_loss is not None else "non-finite (NaN/inf gradients)"
-    where = (
-        f"The last good checkpoint is {last}; resume from it with a lower --learning_rate or --max_grad_norm "
-        f"(--resume_from_checkpoint {last})."
-        if last
-        else "No checkpoint was saved before that step; start again with a lower --learning_rate."
-    )
-    return TrainingDivergedError(
-        f"The training loss became {loss_text} at step {nonfinite.bad_step}; training stopped there and nothing "
-        f"after that step was saved. {where}",
-        nonfinite.bad_step,
-        nonfinite.bad_loss,
-        last,
-    )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -307,11 +293,10 @@ def _blocks(raw, tokenizer, data_args: DataArguments) -> dict[str, Any]:
     return grouped
 
 
-def _callbacks(tokenizer, data_args: DataArguments, training_args, extra: Sequence[TrainerCallback]) -> list:
+def _callbacks(tokenizer, prompt: str, data_args: DataArguments, training_args,
+               extra: Sequence[TrainerCallback]) -> list:
     """The run's callbacks, the project's first: non-finite loss, interrupt, samples, (early stopping), `extra`."""
-    sampler = SampleCallback(
-        tokenizer, data_args.sample_prompt, data_args.sample_every_steps, data_args.sample_length, training_args.seed
-    )
+    sampler = SampleCallback(tokenizer, prompt, data_args.sample_every_steps, data_args.sample_length, training_args.seed)
     callbacks = [NonFiniteLossCallback(), GracefulInterruptCallback(), sampler]
     if training_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience,
@@ -338,7 +323,8 @@ def prepare_run(
     blocks = _blocks(raw, tokenizer, data_args)
     ratios = {split: _count_ratio(tokenizer, training_texts(raw[name], max_characters=2_000_000))
               for split, name in (("eval", "validation"), ("test", "test")) if name in blocks}
-    callbacks = _callbacks(tokenizer, data_args, training_args, extra_callbacks)
+    prompt = sample_prompt_for(data_args.sample_prompt, dataset_label(data_args), raw["validation"])
+    callbacks = _callbacks(tokenizer, prompt, data_args, training_args, extra_callbacks)
     trainer = CharRNNTrainer(
         model=build_model(model_args, tokenizer, checkpoint), args=training_args, train_dataset=blocks["train"],
         eval_dataset=blocks["validation"], processing_class=tokenizer, data_collator=default_data_collator,
@@ -347,7 +333,7 @@ def prepare_run(
     callbacks[2].attach(trainer)
     return TrainerRun(
         trainer=trainer, checkpoint=checkpoint, tokenizer=tokenizer, nonfinite=callbacks[0], interrupt=callbacks[1],
-        sampler=callbacks[2], test_dataset=blocks.get("test"),
+        sampler=callbacks[2], sample_prompt=prompt, test_dataset=blocks.get("test"),
         train_blocks=len(blocks["train"]) if hasattr(blocks["train"], "__len__") else None,
         validation_blocks=len(blocks["validation"]) if hasattr(blocks["validation"], "__len__") else None,
     )

@@ -6,16 +6,9 @@ shared with the stateful-BPTT path.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .reporting import (
-    LOSS_CURVE_FILE,
-    generate_samples,
-    plot_loss_curve,
-    whole_run_train_loss,
-    write_training_summary,
-)
+from .reporting import generate_samples, training_summary, write_run_report
 from .trainer_utils import dataset_label, is_char_tokenizer
 from .training_args import DataArguments
 
@@ -54,36 +47,23 @@ def save_and_summarize(run: TrainerRun, runtime: float, model_args, data_args, t
     trainer.save_model(output_dir)  # the model, tokenizer (processing_class) and generation config
     trainer.save_state()
     validation, test = _final_scores(run, data_args, training_args)
-    samples = generate_samples(trainer.model, run.tokenizer, [data_args.sample_prompt], seed=training_args.seed,
+    samples = generate_samples(trainer.model, run.tokenizer, [run.sample_prompt], seed=training_args.seed,
                                max_new_tokens=data_args.sample_length)
-    history = trainer.state.log_history
-    plot_loss_curve(history, Path(output_dir) / LOSS_CURVE_FILE, title=f"CharRNN on {dataset_label(data_args)}")
     validation_blocks = run.validation_blocks
     if validation_blocks is None:  # a streaming split: count its blocks (validation sets are small)
         validation_blocks = sum(1 for _ in trainer.eval_dataset)
-    train_loss, train_loss_covers = whole_run_train_loss(history)
-    summary = {
-        "dataset": dataset_label(data_args),
-        "tokenizer": "char" if is_char_tokenizer(run.tokenizer) else "word",
-        "training_path": "trainer",
-        "train_tokens": _train_tokens(run, data_args, training_args),
-        "validation_tokens": int(validation_blocks * data_args.block_size),
-        "steps": int(trainer.state.global_step),
-        "epochs": float(trainer.state.epoch or 0.0),
-        "train_runtime_s": runtime,
-        "hyperparameters": _hyperparameters(run, model_args, data_args, training_args),
-        "train_loss": train_loss,
-        "train_loss_covers": train_loss_covers,
-        "resumed_from": run.checkpoint,
-        "validation": validation,
-        "samples": samples,
-        "loss_curve": LOSS_CURVE_FILE,
-    }
-    if test is not None:
-        summary["test"] = test
+    history = trainer.state.log_history
+    summary = training_summary(
+        dataset=dataset_label(data_args), tokenizer_kind="char" if is_char_tokenizer(run.tokenizer) else "word",
+        training_path="trainer", train_tokens=_train_tokens(run, data_args, training_args),
+        validation_tokens=validation_blocks * data_args.block_size, steps=trainer.state.global_step,
+        epochs=float(trainer.state.epoch or 0.0), runtime_s=runtime,
+        hyperparameters=_hyperparameters(run, model_args, data_args, training_args), log_history=history,
+        resumed_from=run.checkpoint, validation=validation, test=test, samples=samples,
+    )
     if run.sampler.history:
         summary["samples_during_training"] = run.sampler.history
-    write_training_summary(output_dir, summary)
+    write_run_report(output_dir, summary, history, title=f"CharRNN on {dataset_label(data_args)}")
     return summary
 
 

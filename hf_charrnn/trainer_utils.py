@@ -49,6 +49,21 @@ class TrainingDivergedError(RuntimeError):
         super().__init__(message)
         self.step, self.loss, self.last_checkpoint = step, loss, last_checkpoint
 
+    @classmethod
+    def at(cls, what: str, value: float | None, step: int, last_checkpoint: str | None,
+           where: str = "") -> TrainingDivergedError:
+        """The error both training paths raise: `what` ("training loss", "gradient norm") became `value` at `step`
+        (`where` in the run, if known); the way on names the last good checkpoint."""
+        shown = value if value is not None else "non-finite (NaN/inf gradients)"
+        way_on = (
+            f"The last good checkpoint is {last_checkpoint}; resume from it (--resume_from_checkpoint "
+            f"{last_checkpoint}) with a lower --learning_rate or --max_grad_norm."
+            if last_checkpoint
+            else "No checkpoint was saved before that step; start again with a lower --learning_rate."
+        )
+        return cls(f"The {what} became {shown} at step {step}{where}; training stopped there and nothing after that "
+                   f"step was saved. {way_on}", step, value, last_checkpoint)
+
 
 class TrainingInterrupted(RuntimeError):
     """SIGINT/SIGTERM stopped the run after saving a checkpoint; `exit_code` is 130 (SIGINT) or 143 (SIGTERM)."""
@@ -132,6 +147,20 @@ def training_texts(split, max_characters: int | None = None) -> list[str]:
         if max_characters is not None and total >= max_characters:
             break
     return texts
+
+
+def sample_prompt_for(requested: str | None, data_label: str, validation_split) -> str:
+    """The prompt of the samples both paths generate: the one asked for ('' starts a new document), else "ROMEO:" on
+    Shakespeare, else the start of the first line of the validation text."""
+    if requested is not None:
+        return requested
+    if "shakespeare" in data_label:
+        return "ROMEO:"
+    for text in training_texts(validation_split, max_characters=10_000):
+        line = text.strip().split("\n", 1)[0]
+        if line:
+            return line[:20]
+    return ""
 
 
 def is_char_tokenizer(tokenizer) -> bool:

@@ -48,13 +48,7 @@ from .bptt import BPTTLoop, BPTTStreams
 from .bptt_checkpoints import CHECKPOINT_PREFIX, list_checkpoints, resolve_checkpoint
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
-from .reporting import (
-    LOSS_CURVE_FILE,
-    generate_samples,
-    plot_loss_curve,
-    whole_run_train_loss,
-    write_training_summary,
-)
+from .reporting import generate_samples, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json, check_output_dir
 from .trainer_utils import (
     TrainingSetupError,
@@ -66,6 +60,7 @@ from .trainer_utils import (
     load_or_build_tokenizer,
     load_raw_data,
     model_identity,
+    sample_prompt_for,
 )
 from .training_args import CorpusArguments, ModelArguments
 
@@ -89,16 +84,6 @@ def _build_optimizer(model, args: BPTTArguments) -> torch.optim.Optimizer:
     return torch.optim.AdamW(
         groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.optimizer_eps
     )
-
-
-def _default_prompts(dataset_name: str, validation_texts: list[str]) -> list[str]:
-    if "shakespeare" in dataset_name:
-        return ["ROMEO:"]
-    for text in validation_texts:
-        line = text.strip().split("\n", 1)[0]
-        if line:
-            return [line[:20]]
-    return [""]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -302,9 +287,7 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
 
     claim.acquire(resumed_from=str(checkpoint) if checkpoint else None)  # the folder is this run's from here on
     accelerator.wait_for_everyone()
-    prompts = [args.sample_prompt] if args.sample_prompt is not None else _default_prompts(
-        dataset_name, [row["text"] for row, _ in zip(dataset["validation"], range(3))]
-    )
+    prompts = [sample_prompt_for(args.sample_prompt, dataset_name, dataset["validation"])]
     loop = BPTTLoop(args, accelerator, model, optimizer, scheduler, tokenizer, streams, total_steps, prompts, callback,
                     callbacks)
     if checkpoint is not None:
@@ -327,40 +310,25 @@ def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint
     validation = loop.evaluate("validation")
     loop.record_evaluation(validation)
     test = loop.evaluate("test") if "test" in loop.streams.eval_sets else None
-    train_loss, train_loss_covers = whole_run_train_loss(progress.log_history)
     runtime = progress.train_runtime_s
-    summary = {
-        "dataset": dataset_name,
-        "tokenizer": "char" if is_char_tokenizer(tokenizer) else "word",
-        "training_path": TRAINING_PATH,
-        "train_tokens": loop.streams.train_tokens,
-        "validation_tokens": int(loop.streams.eval_sets["validation"][0].numel() - 1),
-        "steps": progress.step,
-        "epochs": round(loop.epoch_float, 4),
-        "train_runtime_s": round(runtime, 3),
-        "train_tokens_per_s": round(progress.tokens_seen / max(runtime, 1e-9), 1),
-        "hyperparameters": hyperparameters,
-        "train_loss": train_loss,
-        "train_loss_covers": train_loss_covers,
-        "resumed_from": str(checkpoint) if checkpoint else None,
-        "validation": validation,
-        "samples": [],
-        "loss_curve": LOSS_CURVE_FILE,
-    }
-    if test is not None:
-        summary["test"] = test
+    summary = training_summary(
+        dataset=dataset_name, tokenizer_kind="char" if is_char_tokenizer(tokenizer) else "word",
+        training_path=TRAINING_PATH, train_tokens=loop.streams.train_tokens,
+        validation_tokens=loop.streams.eval_sets["validation"][0].numel() - 1, steps=progress.step,
+        epochs=round(loop.epoch_float, 4), runtime_s=round(runtime, 3), hyperparameters=hyperparameters,
+        log_history=progress.log_history, resumed_from=str(checkpoint) if checkpoint else None,
+        validation=validation, test=test, train_tokens_per_s=round(progress.tokens_seen / max(runtime, 1e-9), 1),
+    )
     if accelerator.is_main_process:
         summary["samples"] = generate_samples(
             loop.unwrapped, tokenizer, loop.prompts, seed=args.seed, max_new_tokens=args.sample_length,
             temperature=args.sample_temperature, do_sample=True,
         )
-        output_dir = loop.output_dir
-        output_dir.mkdir(parents=True, exist_ok=True)
-        loop.unwrapped.save_pretrained(output_dir)
-        tokenizer.save_pretrained(output_dir)
-        plot_loss_curve(progress.log_history, output_dir / LOSS_CURVE_FILE, title=f"CharRNN BPTT on {dataset_name}")
-        write_training_summary(output_dir, summary)
-        atomic_write_json(output_dir / "log_history.json", progress.log_history)
+        loop.output_dir.mkdir(parents=True, exist_ok=True)
+        loop.unwrapped.save_pretrained(loop.output_dir)
+        tokenizer.save_pretrained(loop.output_dir)
+        write_run_report(loop.output_dir, summary, progress.log_history, title=f"CharRNN BPTT on {dataset_name}")
+        atomic_write_json(loop.output_dir / "log_history.json", progress.log_history)
     return summary
 
 

@@ -156,9 +156,10 @@ class DataArguments(CorpusArguments):
         default=200,
         metadata={"help": "Log a generated sample (console and TensorBoard) every this many steps; 0 turns it off."},
     )
-    sample_prompt: str = field(
-        default="",
-        metadata={"help": "Prompt for the samples; empty starts a new document (after <eos>)."},
+    sample_prompt: str | None = field(
+        default=None,
+        metadata={"help": "Prompt for the samples: '' starts a new document (default: 'ROMEO:' on Shakespeare, else the "
+                          "start of a validation line)."},
     )
     sample_length: int = field(default=200, metadata={"help": "Tokens to generate per sample."})
 
