@@ -28,6 +28,7 @@ nats and character counts.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from importlib import resources
 
@@ -73,6 +74,18 @@ def metric_path() -> str:
 # ----------------------------------------------------------------------------------
 # Scoring a token stream with the state carried
 # ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """The model in eval mode for the block (dropout off), then back in the mode it was in, even after an error:
+    scoring and sampling during training must not leave a training model in eval mode, or the reverse."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def stream_row_bounds(num_tokens: int, batch_size: int) -> list[int]:
@@ -122,9 +135,7 @@ def score_stream(
     mask = targets != -100
     inputs, targets, mask = inputs.to(device), targets.to(device), mask.to(device)
 
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         cache = None
         nats = torch.zeros((), dtype=torch.float64, device=device)
         # Rows differ in length by at most one token: the common part runs unmasked (the fast fused kernels), and
@@ -145,8 +156,6 @@ def score_stream(
             nats += F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), targets[:, window].reshape(-1), ignore_index=-100, reduction="sum"
             ).double()
-    finally:
-        model.train(was_training)
     return {"nats": float(nats), "tokens": int(sum(lengths))}
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .evaluation import eval_mode
 from .run_folder import atomic_write_text
 
 SUMMARY_FILE = "training_summary.json"
@@ -213,11 +214,9 @@ def generate_samples(
     if seed is not None:
         settings["seed"] = seed
 
-    was_training = model.training
-    model.eval()
     samples = []
     fork_devices = [device] if device.type == "cuda" else []
-    try:
+    with eval_mode(model):
         with torch.random.fork_rng(devices=fork_devices, device_type=device.type if fork_devices else "cuda"):
             if seed is not None:
                 torch.manual_seed(seed)
@@ -238,8 +237,6 @@ def generate_samples(
                     )
                 continuation = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
                 samples.append({"prompt": prompt, "settings": dict(settings), "text": prompt + continuation})
-    finally:
-        model.train(was_training)
     return samples
 
 
