@@ -258,7 +258,8 @@ class BPTTLoop:
     def _log_loss(self, grad_norm) -> None:
         progress, learning_rate = self.progress, self.scheduler.get_last_lr()[0]
         mean = progress.pending_loss_sum / progress.pending_loss_count
-        entry = {"step": progress.step, "epoch": round(self.epoch_float, 4), "loss": mean, "learning_rate": learning_rate}
+        entry = {"step": progress.step, "epoch": round(self.epoch_float, 4), "loss": mean,
+                 "learning_rate": learning_rate}
         if grad_norm is not None:
             entry["grad_norm"] = float(grad_norm)
         progress.log_history.append(entry)
@@ -349,12 +350,6 @@ class BPTTLoop:
 
     def _interrupted(self, received: int | None) -> TrainingInterrupted:
         self.accelerator.end_training()
+        last = str(self.last_checkpoint) if self.last_checkpoint else None
         signal_number = received or signal.SIGINT  # another process may have received it
-        last = self.last_checkpoint
-        saved = (f"checkpoint saved to {last}. Run the same command again to resume (or pass "
-                 f"--resume_from_checkpoint {last})." if self.args.save_steps else "no checkpoint (save_steps=0).")
-        return TrainingInterrupted(
-            f"{signal.Signals(signal_number).name}: training stopped at step {self.progress.step}; {saved}",
-            str(last) if last else None,
-            signal_number,
-        )
+        return TrainingInterrupted.at(signal_number, self.progress.step, last, saved=bool(self.args.save_steps))

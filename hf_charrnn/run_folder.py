@@ -263,6 +263,10 @@ class OutputDirClaim:
         self.is_main_process, self.checkpoint_prefix = is_main_process, checkpoint_prefix
         self.lock: Path | None = None
 
+    def check(self) -> dict | None:
+        """Read-only, before the run builds anything: may it use the folder (see `check_output_dir`)?"""
+        return check_output_dir(self.output_dir, self.identity, self.overwrite, extend=self.extend)
+
     def acquire(self, resumed_from: str | None) -> None:
         if not self.is_main_process:
             return
@@ -270,7 +274,7 @@ class OutputDirClaim:
         if self.overwrite:
             clear_earlier_run(self.output_dir, self.checkpoint_prefix)
         else:
-            check_output_dir(self.output_dir, self.identity, overwrite=False, extend=self.extend)
+            self.check()  # again, under the lock: another run may have finished in the folder since
         write_run_record(self.output_dir, self.identity, resumed_from)
 
     def complete(self, steps: int, validation_bpc: float | None) -> None:

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import pickle
-import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,7 +50,6 @@ from .evaluation import bits_per_character
 from .hub import push_output_dir
 from .run_folder import (
     OutputDirClaim,
-    check_output_dir,
     refused_pickle_message,
 )
 from .trainer_callback import (
@@ -185,16 +183,16 @@ def train(
     training_args, push_repo_id = _take_push_request(training_args)
     try:  # every check before anything is written into the output folder
         check_training_length(training_args.max_steps)
-        identity = trainer_run_identity(model_args, data_args, training_args)
-        extend = bool(training_args.resume_from_checkpoint)
-        check_output_dir(training_args.output_dir, identity, data_args.overwrite_output_dir, extend=extend)
+        claim = OutputDirClaim(training_args.output_dir, trainer_run_identity(model_args, data_args, training_args),
+                               overwrite=data_args.overwrite_output_dir,
+                               extend=bool(training_args.resume_from_checkpoint),
+                               is_main_process=training_args.process_index == 0)
+        claim.check()
         run = prepare_run(model_args, data_args, training_args, callbacks)
     except TrainingSetupError:
         raise
     except (OSError, ValueError) as error:
         raise TrainingSetupError(str(error)) from error
-    claim = OutputDirClaim(training_args.output_dir, identity, overwrite=data_args.overwrite_output_dir,
-                           extend=extend, is_main_process=training_args.process_index == 0)
     try:
         claim.acquire(resumed_from=run.checkpoint)
         runtime = _run_trainer(run, training_args.output_dir)
@@ -248,14 +246,8 @@ def _run_trainer(run: TrainerRun, output_dir: str) -> float:
                                        last_complete_checkpoint(output_dir))
     if run.interrupt.signal_number is not None:
         step = run.trainer.state.global_step
-        saved = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}")
-        name = signal.Signals(run.interrupt.signal_number).name
-        raise TrainingInterrupted(
-            f"{name}: training stopped at step {step}; checkpoint saved to {saved}. Run the same command again to "
-            f"resume (or pass --resume_from_checkpoint {saved}).",
-            saved,
-            run.interrupt.signal_number,
-        )
+        raise TrainingInterrupted.at(run.interrupt.signal_number, step,
+                                     os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}"))
     return float(output.metrics.get("train_runtime", time.time() - started))
 
 
@@ -296,7 +288,8 @@ def _blocks(raw, tokenizer, data_args: DataArguments) -> dict[str, Any]:
 def _callbacks(tokenizer, prompt: str, data_args: DataArguments, training_args,
                extra: Sequence[TrainerCallback]) -> list:
     """The run's callbacks, the project's first: non-finite loss, interrupt, samples, (early stopping), `extra`."""
-    sampler = SampleCallback(tokenizer, prompt, data_args.sample_every_steps, data_args.sample_length, training_args.seed)
+    sampler = SampleCallback(tokenizer, prompt, data_args.sample_every_steps, data_args.sample_length,
+                             training_args.seed)
     callbacks = [NonFiniteLossCallback(), GracefulInterruptCallback(), sampler]
     if training_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,15 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(message)
         self.checkpoint, self.signal_number = checkpoint, signal_number
         self.exit_code = 128 + signal_number
+
+    @classmethod
+    def at(cls, signal_number: int, step: int, checkpoint: str | None, saved: bool = True) -> TrainingInterrupted:
+        """The error both training paths raise after `signal_number` stopped them at `step`, `saved` in
+        `checkpoint` (or not saved at all: save_steps=0)."""
+        way_on = (f"checkpoint saved to {checkpoint}. Run the same command again to resume (or pass "
+                  f"--resume_from_checkpoint {checkpoint})." if saved else "no checkpoint (save_steps=0).")
+        return cls(f"{signal.Signals(signal_number).name}: training stopped at step {step}; {way_on}", checkpoint,
+                   signal_number)
 
 
 def check_training_length(max_steps: int) -> None:

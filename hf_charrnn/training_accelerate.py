@@ -49,7 +49,7 @@ from .bptt_checkpoints import CHECKPOINT_PREFIX, list_checkpoints, resolve_check
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
 from .reporting import generate_samples, training_summary, write_run_report
-from .run_folder import OutputDirClaim, atomic_write_json, check_output_dir
+from .run_folder import OutputDirClaim, atomic_write_json
 from .trainer_utils import (
     TrainingSetupError,
     build_model,
@@ -136,14 +136,14 @@ def train_bptt(
     data_args = CorpusArguments() if data_args is None else data_args
     try:  # every check before anything is written into the output folder
         check_training_length(args.max_steps)
-        identity = bptt_run_identity(model_args, data_args, args, model, dataset, dataset_name)
-        extend = bool(args.resume_from_checkpoint)
-        check_output_dir(args.output_dir, identity, data_args.overwrite_output_dir, extend=extend)
+        claim = OutputDirClaim(args.output_dir,
+                               bptt_run_identity(model_args, data_args, args, model, dataset, dataset_name),
+                               overwrite=data_args.overwrite_output_dir, extend=bool(args.resume_from_checkpoint),
+                               is_main_process=os.environ.get("RANK", "0") == "0",  # the launcher's; set early
+                               checkpoint_prefix=CHECKPOINT_PREFIX)
+        claim.check()
     except (OSError, ValueError) as error:
         raise TrainingSetupError(str(error)) from error
-    claim = OutputDirClaim(args.output_dir, identity, overwrite=data_args.overwrite_output_dir, extend=extend,
-                           is_main_process=os.environ.get("RANK", "0") == "0",  # the launcher's; set before any state
-                           checkpoint_prefix=CHECKPOINT_PREFIX)
     try:
         return _train_claimed(args, model_args, data_args, claim, model=model, tokenizer=tokenizer,
                               dataset=dataset, dataset_name=dataset_name, callback=callback, callbacks=callbacks,
