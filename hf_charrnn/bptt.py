@@ -28,7 +28,7 @@ from transformers.trainer_callback import CallbackHandler, TrainerCallback, Trai
 from .evaluation import score_stream, stream_row_bounds, summarize_scores
 from .modeling_charrnn import CharRNNCache
 from .run_folder import atomic_write_json, read_json_file, refused_pickle_message
-from .bptt_checkpoints import CHECKPOINT_PREFIX, RNN_STATE_FILE, STATE_FILE, list_checkpoints
+from .checkpoints import BPTT_STATE_FILE, CHECKPOINT_PREFIX, RNN_STATE_FILE, complete_checkpoints
 from .trainer_callback import BPTTFlowCallback, GracefulInterruptCallback, SampleCallback
 from .trainer_utils import TrainingDivergedError, TrainingInterrupted, TrainingSetupError
 
@@ -115,9 +115,9 @@ class BPTTLoop:
 
     def restore(self, checkpoint: Path) -> None:
         """Load a checkpoint: weights, optimizer, schedule, RNG states, the position and the carried state."""
-        saved = read_json_file(checkpoint / STATE_FILE, "state file")
+        saved = read_json_file(checkpoint / BPTT_STATE_FILE, "state file")
         if saved is None:
-            raise TrainingSetupError(f"{checkpoint / STATE_FILE} is missing or damaged: resume from another "
+            raise TrainingSetupError(f"{checkpoint / BPTT_STATE_FILE} is missing or damaged: resume from another "
                                      "checkpoint (--resume_from_checkpoint latest picks the newest complete one).")
         layout = dict(saved["layout"])
         layout.setdefault("block_size", layout.get("bptt_length"))  # the name checkpoints used before 0.x's rename
@@ -334,9 +334,9 @@ class BPTTLoop:
             payload = {"state": asdict(self.progress), "layout": {**self.layout, "num_processes":
                                                                    accelerator.num_processes},
                        "args": asdict(self.args)}
-            atomic_write_json(path / STATE_FILE, payload)  # written last, whole: it marks the checkpoint complete
+            atomic_write_json(path / BPTT_STATE_FILE, payload)  # written last, whole: it marks the checkpoint complete
             if self.args.save_total_limit:
-                for old in list_checkpoints(self.output_dir)[: -self.args.save_total_limit]:
+                for old in complete_checkpoints(self.output_dir, BPTT_STATE_FILE)[: -self.args.save_total_limit]:
                     shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
         return path

@@ -43,9 +43,9 @@ from transformers import (
     default_data_collator,
     set_seed,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import data
+from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE_FILE, complete_checkpoints, resolve_checkpoint
 from .evaluation import bits_per_character
 from .hub import push_output_dir
 from .run_folder import (
@@ -67,11 +67,9 @@ from .trainer_utils import (
     data_identity,
     dataset_label,
     is_char_tokenizer,
-    last_complete_checkpoint,
     load_or_build_tokenizer,
     load_raw_data,
     model_identity,
-    resolve_checkpoint,
     sample_prompt_for,
     training_texts,
 )
@@ -242,12 +240,13 @@ def _run_trainer(run: TrainerRun, output_dir: str) -> float:
     finally:
         run.interrupt.restore()
     if run.nonfinite.bad_step is not None:
+        good = complete_checkpoints(output_dir, TRAINER_STATE_FILE)
         raise TrainingDivergedError.at("training loss", run.nonfinite.bad_loss, run.nonfinite.bad_step,
-                                       last_complete_checkpoint(output_dir))
+                                       str(good[-1]) if good else None)
     if run.interrupt.signal_number is not None:
         step = run.trainer.state.global_step
         raise TrainingInterrupted.at(run.interrupt.signal_number, step,
-                                     os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{step}"))
+                                     os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{step}"))
     return float(output.metrics.get("train_runtime", time.time() - started))
 
 
@@ -305,7 +304,9 @@ def prepare_run(
 ) -> TrainerRun:
     """Everything before `trainer.train()`: checks, data, tokenizer, model, blocks, callbacks, the Trainer."""
     _check_options(data_args, training_args)
-    checkpoint = resolve_checkpoint(training_args, data_args)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
+                                    TRAINER_STATE_FILE, data_args.overwrite_output_dir)
+    checkpoint = str(checkpoint) if checkpoint else None  # Trainer takes a str
     raw = load_raw_data(data_args, seed=training_args.seed)
     train_texts = training_texts(raw["train"], max_characters=20_000_000 if data_args.streaming else None)
     if not any(train_texts):

@@ -7,7 +7,6 @@ an output folder holds this run.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,9 +16,7 @@ from typing import Any
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    TrainingArguments,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from . import data, shakespeare, text_files
 from .configuration_charrnn import CharRNNConfig
@@ -250,61 +247,6 @@ def _set_dropout(model, dropout: float) -> None:
     if model.config.num_layers > 1:
         model.model.rnn.dropout = dropout
     model.model.dropout.p = dropout
-
-
-def last_complete_checkpoint(folder: str | os.PathLike) -> str | None:
-    """The newest `checkpoint-N` folder of `folder` that was written completely, or None.
-
-    Trainer writes trainer_state.json last, so a checkpoint without a readable one was cut short (the process was
-    killed while saving it); such folders are skipped with a warning.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    candidates = []
-    for entry in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
-        suffix = entry.name[len(PREFIX_CHECKPOINT_DIR) + 1 :]
-        if entry.is_dir() and suffix.isdigit():
-            candidates.append((int(suffix), entry))
-    for _, entry in sorted(candidates, reverse=True):
-        try:
-            json.loads((entry / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            logger.warning("Skipping %s: it was not written completely (the run was stopped while saving it).", entry)
-            continue
-        return str(entry)
-    return None
-
-
-def resolve_checkpoint(training_args: TrainingArguments, data_args: DataArguments) -> str | None:
-    """The checkpoint to resume from: --resume_from_checkpoint (a path, or 'last'/'true'), else the last checkpoint
-    found in output_dir (unless --overwrite_output_dir). The run record has already said that it is this run's."""
-    output_dir = training_args.output_dir
-    requested = training_args.resume_from_checkpoint
-    if requested:
-        if str(requested).lower() in ("last", "true", "auto"):
-            last = last_complete_checkpoint(output_dir)
-            if last is None:
-                raise ValueError(f"--resume_from_checkpoint {requested}: no checkpoint found in {output_dir!r}.")
-            return last
-        if not os.path.isdir(requested):
-            raise ValueError(f"--resume_from_checkpoint: {requested!r} is not a checkpoint folder.")
-        if not (Path(requested) / "trainer_state.json").is_file():
-            raise ValueError(
-                f"--resume_from_checkpoint: {requested!r} has no trainer_state.json (it is not a Trainer checkpoint, "
-                "or saving it was cut short); pick another checkpoint-N folder."
-            )
-        return str(requested)
-    if data_args.overwrite_output_dir or not os.path.isdir(output_dir) or get_last_checkpoint(output_dir) is None:
-        return None  # --overwrite_output_dir: the earlier run's files go once the folder is claimed (run_folder)
-    last = last_complete_checkpoint(output_dir)
-    if last is None:
-        logger.warning("No complete checkpoint in %s: starting from scratch.", output_dir)
-        return None
-    logger.warning(
-        "Resuming from %s, the last checkpoint in %s (pass --overwrite_output_dir to start over).", last, output_dir
-    )
-    return last
 
 
 def data_identity(data_args: DataArguments) -> dict[str, Any]:

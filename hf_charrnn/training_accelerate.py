@@ -45,7 +45,7 @@ from transformers import TrainerCallback, get_scheduler
 from . import data as data_module
 from .accelerator_setup import make_accelerator
 from .bptt import BPTTLoop, BPTTStreams
-from .bptt_checkpoints import CHECKPOINT_PREFIX, list_checkpoints, resolve_checkpoint
+from .checkpoints import BPTT_STATE_FILE, CHECKPOINT_PREFIX, resolve_checkpoint
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
 from .reporting import generate_samples, training_summary, write_run_report
@@ -170,18 +170,11 @@ def bptt_run_identity(model_args, data_args: CorpusArguments, args: BPTTArgument
 
 def _checkpoint_to_resume(args: BPTTArguments, data_args: CorpusArguments, accelerator) -> Path | None:
     """--resume_from_checkpoint, else the newest checkpoint of this run in the folder (the claim checked it is)."""
-    output_dir = Path(args.output_dir)
     try:
-        if args.resume_from_checkpoint:
-            return resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-    except FileNotFoundError as error:
+        return resolve_checkpoint(args.resume_from_checkpoint, args.output_dir, BPTT_STATE_FILE,
+                                  data_args.overwrite_output_dir, announce=accelerator.print)
+    except ValueError as error:
         raise TrainingSetupError(str(error)) from error
-    if list_checkpoints(output_dir) and not data_args.overwrite_output_dir:  # overwrite: the claim clears them
-        checkpoint = list_checkpoints(output_dir)[-1]
-        accelerator.print(f"Resuming from {checkpoint}, the newest checkpoint in {output_dir} "
-                          "(pass --overwrite_output_dir to start over).")
-        return checkpoint
-    return None
 
 
 def _load_inputs(args, model_args, data_args, checkpoint, model, tokenizer, dataset, dataset_name):

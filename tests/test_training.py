@@ -30,7 +30,8 @@ from hf_charrnn.cli.train import main, parse_arguments
 from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 from hf_charrnn.trainer import CharRNNTrainer, train
-from hf_charrnn.trainer_utils import TrainingDivergedError, last_complete_checkpoint
+from hf_charrnn.checkpoints import TRAINER_STATE_FILE, complete_checkpoints
+from hf_charrnn.trainer_utils import TrainingDivergedError
 from hf_charrnn.training_args import CharRNNTrainingArguments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -308,7 +309,7 @@ def test_killed_run_resumes_to_the_same_result(corpus, tmp_path, capsys):
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert not (output_dir / "training_summary.json").exists()
-    last = last_complete_checkpoint(output_dir)
+    last = str(complete_checkpoints(output_dir, TRAINER_STATE_FILE)[-1])
     assert last is not None
     killed_at = int(last.rsplit("-", 1)[1])
     assert 20 <= killed_at < STEPS
@@ -337,7 +338,7 @@ def test_sigint_saves_a_checkpoint_and_resumes(corpus, tmp_path, capsys):
     assert status == 130, log
     assert "Traceback" not in log
     assert "checkpoint saved to" in log
-    last = last_complete_checkpoint(output_dir)
+    last = str(complete_checkpoints(output_dir, TRAINER_STATE_FILE)[-1])
     step = int(last.rsplit("-", 1)[1])
     assert 10 <= step < STEPS
     state = json.loads((Path(last) / "trainer_state.json").read_text())

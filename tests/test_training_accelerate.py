@@ -26,7 +26,7 @@ from hf_charrnn.trainer_utils import (
     TrainingInterrupted,
     TrainingSetupError,
 )
-from hf_charrnn.bptt_checkpoints import list_checkpoints, resolve_checkpoint
+from hf_charrnn.checkpoints import BPTT_STATE_FILE, complete_checkpoints, resolve_checkpoint
 from hf_charrnn.bptt_args import BPTTArguments
 from hf_charrnn.training_accelerate import train_bptt
 from hf_charrnn.training_args import CorpusArguments, ModelArguments
@@ -150,7 +150,7 @@ def test_outputs_summary_and_loadable_model(tmp_path):
     assert saved["hyperparameters"]["block_size"] == 16
     assert saved["samples"] and saved["samples"][0]["text"]
     assert list(out.glob("runs/**/events.out.tfevents.*"))
-    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-3", "checkpoint-6"]
+    assert [p.name for p in complete_checkpoints(out, BPTT_STATE_FILE)] == ["checkpoint-3", "checkpoint-6"]
     history = json.loads((out / "log_history.json").read_text())
     assert [e["step"] for e in history if "eval_loss" in e] == [3, 6]
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -225,7 +225,7 @@ def test_overwrite_output_dir_starts_over(tmp_path):
         dataset=corpus(), **quiet(output_dir=str(tmp_path / "run"), max_steps=2, save_steps=2),
     )
     assert summary["steps"] == 2
-    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+    assert [p.name for p in complete_checkpoints(tmp_path / "run", BPTT_STATE_FILE)] == ["checkpoint-2"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_nan_loss_stops_naming_the_step_without_saving_after_it(tmp_path):
         run(tmp_path / "run", model=model, max_steps=10, save_steps=2)
     assert error.value.step == 4
     assert Path(error.value.last_checkpoint).name == "checkpoint-2"
-    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-2"]
+    assert [p.name for p in complete_checkpoints(tmp_path / "run", BPTT_STATE_FILE)] == ["checkpoint-2"]
     assert not (tmp_path / "run" / "model.safetensors").exists()
     assert not (tmp_path / "run" / "training_summary.json").exists()
 
@@ -311,7 +311,7 @@ def test_resume_with_another_layout_is_refused(tmp_path):
     with pytest.raises(TrainingSetupError, match="block_size=16 \\(now 8\\)"):  # another folder's checkpoint
         other_checkpoint = str(tmp_path / "run" / "checkpoint-2")
         run(tmp_path / "other", max_steps=4, block_size=8, resume_from_checkpoint=other_checkpoint)
-    assert resolve_checkpoint("latest", tmp_path / "run").name == "checkpoint-2"
+    assert resolve_checkpoint("latest", tmp_path / "run", BPTT_STATE_FILE).name == "checkpoint-2"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
