@@ -43,15 +43,13 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .model_card import (
     CELL_NAMES,
-    WEIGHTS_INDEX,
     format_number,
-    index_shards,
     read_json_or_empty,
     render_model_card,
 )
+from .model_loading import WEIGHTS_INDEX, check_model_folder, index_shards
 from .reporting import LOSS_CURVE_FILE, SUMMARY_FILE
 
-REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 MODEL_FILES = ("config.json", "generation_config.json")
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -90,37 +88,15 @@ def check_repo_id(repo_id: str) -> str:
     return repo_id
 
 
-def check_output_dir(output_dir: str | os.PathLike) -> Path:
-    """The folder must hold a trained CharRNN: config.json, weights and tokenizer.json."""
+def check_push_folder(output_dir: str | os.PathLike) -> Path:
+    """The folder must hold a model `hf-charrnn generate` could load: the rules of `check_model_folder`."""
     folder = Path(output_dir)
-    if not folder.is_dir():
-        raise PushToHubError(f"{folder} is not a folder: give the output folder of a training run.")
-    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
-    if "model.safetensors" in missing and (folder / WEIGHTS_INDEX).is_file():
-        missing.remove("model.safetensors")
-        missing += [shard for shard in _index_shards(folder) if not (folder / shard).is_file()]
-    if missing:
-        raise PushToHubError(
-            f"{folder} does not hold a trained CharRNN model: missing {', '.join(missing)}. "
-            "Push the output folder of `hf-charrnn train` (it holds config.json, model.safetensors and "
-            "tokenizer.json), or save a model and its tokenizer there with save_pretrained()."
-        )
     try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise PushToHubError(f"{folder / 'config.json'} is not valid JSON: {error}") from None
-    if config.get("model_type") != "charrnn":
-        raise PushToHubError(
-            f"{folder / 'config.json'} describes a {config.get('model_type')!r} model, not a CharRNN ('charrnn')."
-        )
+        check_model_folder(folder)
+    except (OSError, ValueError) as error:
+        raise PushToHubError(f"{error} Push the output folder of `hf-charrnn train`, or a folder where a model and "
+                             "its tokenizer were saved with save_pretrained().") from None
     return folder
-
-
-def _index_shards(folder: Path) -> list[str]:
-    try:
-        return index_shards(folder)
-    except ValueError as error:
-        raise PushToHubError(str(error)) from None
 
 
 def _require_token(token: str | None) -> str:
@@ -159,7 +135,7 @@ def _default_auto_map() -> dict[str, str]:
 def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str | None = None
                    ) -> dict[str, bytes | Path]:
     """What a push uploads, as ``{path_in_repo: local path or bytes}`` (see the module docstring)."""
-    folder = check_output_dir(output_dir)
+    folder = check_push_folder(output_dir)
     files: dict[str, bytes | Path] = {}
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -176,7 +152,7 @@ def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str 
         files["model.safetensors"] = folder / "model.safetensors"
     else:
         files[WEIGHTS_INDEX] = folder / WEIGHTS_INDEX
-        for shard in _index_shards(folder):
+        for shard in index_shards(folder):  # check_push_folder read the index
             files[shard] = folder / shard
     package_dir = Path(__file__).resolve().parent
     for module in _remote_code_modules(config):
@@ -212,14 +188,14 @@ def push_output_dir(
 
     Checks first, and raises :class:`PushToHubError` before any upload, when the repo id is
     malformed, no token is available (``token=``, ``HF_TOKEN`` or a stored login), the
-    folder is not a trained CharRNN (config.json + model.safetensors + tokenizer.json), or
+    folder is not a trained CharRNN (see ``check_push_folder``), or
     the Hub rejects the token. Creates the repo if needed (``private`` applies only then),
     and the branch ``revision`` from the default branch if it does not exist. The endpoint
     is huggingface_hub's (``HF_ENDPOINT``). If nothing changed since the last push, no
     commit is made and the returned ``CommitInfo`` points at the current head.
     """
     check_repo_id(repo_id)
-    folder = check_output_dir(output_dir)
+    folder = check_push_folder(output_dir)
     token = _require_token(token)
     _check_branch_name(revision)
     # Render everything before any network call: a broken card fails here, not half-way.
@@ -289,7 +265,7 @@ def _default_commit_message(folder: Path) -> str:
 
 __all__ = [
     "PushToHubError",
-    "check_output_dir",
+    "check_push_folder",
     "check_repo_id",
     "collect_upload",
     "push_output_dir",

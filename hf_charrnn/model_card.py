@@ -24,10 +24,10 @@ from typing import Any, NamedTuple
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .model_loading import WEIGHTS_INDEX, index_shards
 from .reporting import LOSS_CURVE_FILE, SUMMARY_FILE
 
 CARD_TEMPLATE = "charrnn_card.md.jinja"
-WEIGHTS_INDEX = "model.safetensors.index.json"
 DEFAULT_LICENSE = "apache-2.0"
 CELL_NAMES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "Elman RNN (tanh)", "rnn_relu": "Elman RNN (ReLU)"}
 _HUB_DATASET_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -56,15 +56,6 @@ def read_json_or_empty(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def index_shards(folder: Path) -> list[str]:
-    """The shard files a sharded checkpoint's index names; ValueError naming the index when it is damaged."""
-    try:
-        index = json.loads((folder / WEIGHTS_INDEX).read_text(encoding="utf-8"))
-        return sorted(set(index["weight_map"].values()))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{folder / WEIGHTS_INDEX} is not a valid weights index: {error}") from None
 
 
 def count_parameters(folder: str | os.PathLike) -> int | None:

@@ -25,6 +25,7 @@ from .configuration_charrnn import CharRNNConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint: the index and the shards it names
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
@@ -41,7 +42,7 @@ def looks_local(name: str) -> bool:
 
 
 def check_model_folder(folder: Path) -> None:
-    """Everything generate and evaluate need in a local model folder, named when it is missing or damaged."""
+    """Everything generate, evaluate and push need in a local model folder, named when it is missing or damaged."""
     if not folder.is_dir():
         raise ModelNotFoundError(f"No such folder: {str(folder)!r} (a model folder written by hf-charrnn train, or "
                                  "a Hub id such as user/name).")
@@ -65,8 +66,23 @@ def check_model_folder(folder: Path) -> None:
             "missing. Copy them from the folder the model was trained in (hf-charrnn train saves them next to the "
             "model), or save the tokenizer there with tokenizer.save_pretrained()."
         )
-    if not (folder / WEIGHTS_FILE).is_file():
+    if (folder / WEIGHTS_FILE).is_file():
+        return
+    if not (folder / WEIGHTS_INDEX).is_file():
         raise ModelNotFoundError(f"{str(folder)!r} has no weights: {WEIGHTS_FILE} is missing.")
+    missing = [shard for shard in index_shards(folder) if not (folder / shard).is_file()]
+    if missing:
+        raise ModelNotFoundError(f"{str(folder)!r} has only part of its weights: {', '.join(missing)} "
+                                 f"(named in {WEIGHTS_INDEX}) missing.")
+
+
+def index_shards(folder: Path) -> list[str]:
+    """The shard files a sharded checkpoint's index names; ValueError naming the index when it is damaged."""
+    try:
+        index = json.loads((folder / WEIGHTS_INDEX).read_text(encoding="utf-8"))
+        return sorted(set(index["weight_map"].values()))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{folder / WEIGHTS_INDEX} is not a valid weights index: {error}") from None
 
 
 def hub_is_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from hf_charrnn import CharRNNForCausalLM
 from conftest import PROMPT, TEXT, make_output_dir
-from hf_charrnn.hub import PushToHubError, check_output_dir, check_repo_id, collect_upload
+from hf_charrnn.hub import PushToHubError, check_push_folder, check_repo_id, collect_upload
 
 try:
     from fake_hub.fixtures import BLOCK_PACKAGE, run_python
@@ -292,12 +292,12 @@ def test_checks_refuse_bad_repo_ids_and_folders(tmp_path):
         with pytest.raises(PushToHubError):
             check_repo_id(bad)
     assert check_repo_id("someone/charrnn") == "someone/charrnn"
-    with pytest.raises(PushToHubError, match="not a folder"):
-        check_output_dir(tmp_path / "missing")
+    with pytest.raises(PushToHubError, match="No such folder"):
+        check_push_folder(tmp_path / "missing")
     folder = make_output_dir(tmp_path / "out", summary=False)
     (folder / "model.safetensors").unlink()
     with pytest.raises(PushToHubError, match="model.safetensors"):
-        check_output_dir(folder)
+        check_push_folder(folder)
 
 
 def test_upload_set_is_the_model_not_the_run(tmp_path):
@@ -369,7 +369,7 @@ def test_push_command_prints_the_card_and_refuses_bad_folders(tmp_path, capsys):
     folder = make_output_dir(tmp_path / "out")
     assert main([str(folder), "someone/x", "--print-card"]) == 0
     assert ModelCard(capsys.readouterr().out).data.library_name == "transformers"
-    with pytest.raises(PushToHubError, match="tokenizer.json"):
+    with pytest.raises(PushToHubError, match="it has no config.json.*Push the output folder"):
         main([str(tmp_path), "someone/x"])
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from ..hub import check_output_dir, push_output_dir
+from ..hub import check_push_folder, push_output_dir
 from ..model_card import DEFAULT_LICENSE, render_model_card
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-card", action="store_true", help="print the model card and upload nothing")
     args = parser.parse_args(argv)
     if args.print_card:
-        check_output_dir(args.output_dir)
+        check_push_folder(args.output_dir)
         print(render_model_card(args.output_dir, args.repo_id, license=args.license))
         return 0
     info = push_output_dir(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
