@@ -122,7 +122,7 @@ class BPTTArguments:
             if value is None:
                 continue
             warnings.warn(f"--{old} is now --{new} (the same on both training paths); the old name goes in the next "
-                          "release.", FutureWarning, stacklevel=3)
+                          "release.", FutureWarning, stacklevel=4)
             if old == "sample_prompts":
                 value = value[0] if value else None
             if getattr(self, new) == BPTT_DEFAULTS[new]:

@@ -399,6 +399,7 @@ def test_the_old_option_names_still_work_for_a_release_and_name_the_new_ones():
                         "--sample_max_new_tokens is now --sample_length", "--sample_prompts is now --sample_prompt",
                         "--sample_steps is now --sample_every_steps"]
     assert all(warning.category is FutureWarning for warning in caught)
+    assert {warning.filename for warning in caught} == {__file__}  # points at the caller, not dataclass code
     assert (args.block_size, args.sample_every_steps, args.sample_prompt, args.sample_length,
             args.evaluate_test_split) == (16, 0, "KING:", 5, False)
     assert args.bptt_length is None and args.do_test is None  # recorded once, under the new names
