@@ -5,19 +5,16 @@ linear output layer. What makes it a transformers citizen is the recurrent state
 [`CharRNNCache`] passed as `cache`, so `generate()` feeds one token per step (O(1) work per token), beam search
 reorders it, and a returned cache continues where it stopped.
 
-transformers 5.24 renamed the state from `past_key_values` to `cache`: generate() passes `cache=` to forward() and
-reads `outputs.cache`. This file serves every release from 5.23 on (also as remote code next to a checkpoint):
-forward() takes `cache` everywhere and still accepts `past_key_values` (deprecated from 5.24 on, as in transformers),
-and the output dataclasses name their state field the way the installed release expects; `outputs.cache` reads it on
-every release.
+transformers 5.24 renamed the state from `past_key_values` to `cache`. This file serves every release from 5.23 on:
+forward() takes `cache` and still accepts `past_key_values` (deprecated from 5.24 on, as in transformers); the output
+dataclasses name their state field as the installed release expects, and `outputs.cache` reads it on every release.
 
-Three execution paths give the same numbers:
-- whole sequences without padding run through the cuDNN/oneDNN `nn.LSTM` kernels;
-- sequences with padding (any attention mask) skip pad steps exactly: valid tokens are packed with
-  `pack_padded_sequence`, and a pad position outputs the last valid hidden state, so padding changes nothing;
-- single-token decoding steps call the per-layer cell kernels (`torch.lstm_cell`, ...) on the same weights, several
-  times faster than a one-step `nn.LSTM` call on a CPU.
-Long inputs are processed in chunks when no gradient is needed, so a 1,000,000-character prompt needs bounded memory.
+Execution paths that give the same numbers: whole sequences without padding run through the fused cuDNN/oneDNN
+kernels; with padding, pad steps are skipped exactly (valid tokens packed with `pack_padded_sequence`; a pad position
+repeats the last valid output); single-token decoding steps call the per-layer cell kernels (`torch.lstm_cell`, ...),
+several times faster than a one-step `nn.LSTM` call on a CPU; `output_hidden_states=True` runs the stack one layer at
+a time. Without gradients, long inputs go in chunks, so a 1,000,000-character prompt needs bounded memory; under
+torch.export / torch.compile the data-dependent checks step aside, so the forward and the decode step export.
 
 This file only imports from `.configuration_charrnn`, so it can be copied next to a checkpoint and loaded with
 `trust_remote_code=True` where hf_charrnn is not installed.
@@ -40,12 +37,14 @@ from transformers.utils.deprecation import deprecate_kwarg
 from .configuration_charrnn import CharRNNConfig
 
 _RNN_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
-_CELL_FUNCTIONS = {
-    "lstm": torch.lstm_cell,
-    "gru": torch.gru_cell,
-    "rnn_tanh": torch.rnn_tanh_cell,
-    "rnn_relu": torch.rnn_relu_cell,
-}
+_CELL_FUNCTIONS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn_tanh": torch.rnn_tanh_cell,
+                   "rnn_relu": torch.rnn_relu_cell}
+# The same recurrences over a whole sequence (dense or packed), called one layer at a time for per-layer outputs.
+_SEQUENCE_FUNCTIONS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
+NO_ATTENTION_MESSAGE = (
+    "output_attentions=True: a CharRNN is a recurrent model and has no attention weights to return. Ask for "
+    "output_hidden_states=True to get every layer's outputs."
+)
 
 # Without gradients, inputs are consumed this many tokens at a time: memory then stays bounded for any prompt length,
 # while each chunk is still long enough for the fused sequence kernels to run at full speed.
@@ -57,28 +56,23 @@ STATE_IS_CALLED_CACHE = "cache" in ALL_CACHE_NAMES
 
 class CharRNNCache:
     """
-    The recurrent state of every layer, carried from one forward call to the next (passed as `cache`).
-
-    `hidden` (and, for LSTMs, `cell`) have shape `(num_layers, batch_size, hidden_size)`, the layout `nn.LSTM` uses.
-    The cache is updated in place by the model, like transformers' own caches, and counts the tokens it has consumed
-    so that `generate()` knows which input tokens are new when it is handed back.
+    The recurrent state of every layer, carried from one forward call to the next (passed as `cache`): `hidden` (and,
+    for LSTMs, `cell`) of shape `(num_layers, batch_size, hidden_size)`, as `nn.LSTM` lays it out. Updated in place,
+    like transformers' own caches; it counts the tokens consumed so a handed-back cache skips them in generate().
     """
 
     is_compileable = False  # keeps generate() from building 4D attention masks or compiling the forward
     is_croppable = False  # a recurrent state cannot be rewound (generate() asks before deferring its stop check)
 
     def __init__(self, hidden: torch.Tensor, cell: torch.Tensor | None = None, seen_tokens: int = 0):
-        self.hidden = hidden
-        self.cell = cell
-        self.seen_tokens = seen_tokens
+        self.hidden, self.cell, self.seen_tokens = hidden, cell, seen_tokens
 
     @classmethod
     def zeros(cls, config: CharRNNConfig, batch_size: int, device=None, dtype=None) -> "CharRNNCache":
         """The all-zero state every sequence starts from."""
         shape = (config.num_layers, batch_size, config.hidden_size)
-        hidden = torch.zeros(shape, device=device, dtype=dtype)
-        cell = torch.zeros(shape, device=device, dtype=dtype) if config.cell_type == "lstm" else None
-        return cls(hidden, cell)
+        zeros = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(2 if config.cell_type == "lstm" else 1)]
+        return cls(*zeros)
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
@@ -86,8 +80,7 @@ class CharRNNCache:
         return (self.hidden,) if self.cell is None else (self.hidden, self.cell)
 
     def set_tensors(self, tensors: tuple[torch.Tensor, ...]) -> None:
-        self.hidden = tensors[0]
-        self.cell = tensors[1] if len(tensors) > 1 else None
+        self.hidden, self.cell = tensors[0], (tensors[1] if len(tensors) > 1 else None)
 
     @property
     def batch_size(self) -> int:
@@ -99,11 +92,8 @@ class CharRNNCache:
 
     @property
     def is_linear(self) -> list[bool]:
-        """
-        One flag per layer, as transformers' caches have (5.24+). generate() cuts the tokens a continued cache has
-        already consumed off the prompt only when some layer is not a linear-attention one; this cache counts the
-        tokens it consumed and needs that cut, so no layer says it is.
-        """
+        """One flag per layer, as transformers' caches have (5.24+): generate() cuts the tokens a continued cache has
+        consumed off the prompt only when some layer is not linear-attention, and this cache needs that cut."""
         return [False] * self.hidden.shape[0]
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -135,6 +125,9 @@ class CharRNNModelOutput(ModelOutput):
     cache (`CharRNNCache`, *optional*, returned when `use_cache=True`):
         The recurrent state after the last input token. Before transformers 5.24 the field is `past_key_values`;
         `.cache` reads it on every release.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        `num_layers + 1` tensors of shape `(batch_size, sequence_length, width)`: the input encoding (embedding or
+        one-hot vectors), then each recurrent layer's outputs; the last one is `last_hidden_state`, untrimmed.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -143,6 +136,7 @@ class CharRNNModelOutput(ModelOutput):
     else:  # generate() before 5.24 looks for the state under this name
         past_key_values: CharRNNCache | None = None
         cache = property(lambda self: self.past_key_values)
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -155,6 +149,8 @@ class CharRNNCausalLMOutput(ModelOutput):
     cache (`CharRNNCache`, *optional*, returned when `use_cache=True`):
         The recurrent state after the last input token. Before transformers 5.24 the field is `past_key_values`;
         `.cache` reads it on every release.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+        As in [`CharRNNModelOutput`].
     """
 
     loss: torch.FloatTensor | None = None
@@ -164,6 +160,7 @@ class CharRNNCausalLMOutput(ModelOutput):
     else:  # generate() before 5.24 looks for the state under this name
         past_key_values: CharRNNCache | None = None
         cache = property(lambda self: self.past_key_values)
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
 
 
 def _accepts_past_key_values(forward):
@@ -194,6 +191,7 @@ class CharRNNPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _is_stateful = True  # generate() refuses assisted decoding: a recurrent state cannot be rewound
     _no_split_modules = ["CharRNNModel"]
+    _input_embed_layer = "embeddings"  # transformers' get/set_input_embeddings find it (on `model` for the LM)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -201,10 +199,7 @@ class CharRNNPreTrainedModel(PreTrainedModel):
         bound = self.config.initializer_range
         if isinstance(module, nn.RNNBase):
             for name, param in module.named_parameters():
-                if name.startswith("bias"):
-                    init.zeros_(param)
-                else:
-                    init.uniform_(param, -bound, bound)
+                init.zeros_(param) if name.startswith("bias") else init.uniform_(param, -bound, bound)
             if module.mode == "LSTM":
                 hidden_size = module.hidden_size
                 for layer in range(module.num_layers):
@@ -216,6 +211,16 @@ class CharRNNPreTrainedModel(PreTrainedModel):
             init.uniform_(module.weight, -bound, bound)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
+
+    def resize_token_embeddings(self, *args, **kwargs):
+        """transformers' resize for a learned embedding; a one-hot input has no table to resize, so it says so."""
+        if self.config.input_encoding == "one_hot":
+            raise ValueError(
+                "resize_token_embeddings: with input_encoding='one_hot' the input width is the vocabulary size, so "
+                "new tokens would change the first recurrent layer's weights, not an embedding table. Train a model "
+                "with input_encoding='embedding' to add tokens later, or a new model for the larger vocabulary."
+            )
+        return super().resize_token_embeddings(*args, **kwargs)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -244,36 +249,49 @@ class CharRNNPreTrainedModel(PreTrainedModel):
             ) from error
 
 
+class OneHotEncoding(nn.Module):
+    """
+    The classic tutorials' input encoding, token id -> one-hot vector, as the model's input-embedding module: fixed
+    (nothing to train or save), and `weight`, the identity matrix it stands for, is built only when read.
+    """
+
+    def __init__(self, num_embeddings: int):
+        super().__init__()
+        self.num_embeddings = self.embedding_dim = num_embeddings
+        # Holds no values: it follows the model's dtype and device through .to(), so the vectors match the weights.
+        self.register_buffer("dtype_anchor", torch.empty(0), persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.eye(self.num_embeddings, dtype=self.dtype_anchor.dtype, device=self.dtype_anchor.device)
+
+    def forward(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        return F.one_hot(input_ids, self.num_embeddings).to(self.dtype_anchor.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}"
+
+
 class CharRNNModel(CharRNNPreTrainedModel):
     """Input encoding followed by the stack of recurrent layers; returns the last layer's outputs and the state."""
 
     def __init__(self, config: CharRNNConfig):
         super().__init__(config)
-        self.embeddings = (
-            nn.Embedding(config.vocab_size, config.embedding_dim) if config.input_encoding == "embedding" else None
-        )
+        config.validate_charrnn_fields()  # a config changed after it was built gets the same messages
+        one_hot = config.input_encoding == "one_hot"
+        self.embeddings = OneHotEncoding(config.vocab_size) if one_hot else nn.Embedding(config.vocab_size,
+                                                                                         config.embedding_dim)
         self.rnn = self._build_rnn(config)
         self.dropout = nn.Dropout(config.dropout)
         self.post_init()
 
     @staticmethod
     def _build_rnn(config: CharRNNConfig) -> nn.RNNBase:
-        options = dict(
-            input_size=config.input_size,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            dropout=config.dropout if config.num_layers > 1 else 0.0,
-            batch_first=True,
-        )
+        options = dict(input_size=config.input_size, hidden_size=config.hidden_size, num_layers=config.num_layers,
+                       dropout=config.dropout if config.num_layers > 1 else 0.0, batch_first=True)
         if config.cell_type.startswith("rnn_"):
             options["nonlinearity"] = config.cell_type.removeprefix("rnn_")
         return _RNN_MODULES[config.cell_type](**options)
-
-    def get_input_embeddings(self):
-        return self.embeddings
-
-    def set_input_embeddings(self, value):
-        self.embeddings = value
 
     @can_return_tuple
     @_accepts_past_key_values
@@ -285,6 +303,8 @@ class CharRNNModel(CharRNNPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         hidden_states_to_keep: int = 0,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> CharRNNModelOutput:
         r"""
@@ -302,9 +322,17 @@ class CharRNNModel(CharRNNPreTrainedModel):
             Return the state. Defaults to `config.use_cache` in eval mode and `False` in training mode.
         hidden_states_to_keep (`int`, *optional*, defaults to 0):
             Keep only the last this-many output positions (0 keeps all); lets long prompts run in bounded memory.
+        output_hidden_states (`bool`, *optional*):
+            Also return every layer's outputs (`hidden_states`); defaults to `config.output_hidden_states`. The
+            stack then runs one layer at a time, so leave it off when only the last layer is needed.
+        output_attentions (`bool`, *optional*):
+            A recurrent model has no attention: `True` raises a ValueError that says so.
         """
+        if output_attentions:
+            raise ValueError(NO_ATTENTION_MESSAGE)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        per_layer = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         inputs = input_ids if input_ids is not None else inputs_embeds
         self._check_inputs(input_ids, inputs_embeds)
         batch_size, length = inputs.shape[:2]
@@ -313,45 +341,56 @@ class CharRNNModel(CharRNNPreTrainedModel):
         cache = self._prepare_cache(cache, batch_size, inputs.device)
         mask = _current_step_mask(attention_mask, batch_size, length, inputs.device)
 
-        chunk_length = length if torch.is_grad_enabled() else INFERENCE_CHUNK_LENGTH
-        state, kept = cache.tensors, []
-        for start in range(0, length, chunk_length):
-            window = slice(start, start + chunk_length)
-            vectors = self._encode(input_ids[:, window]) if input_ids is not None else inputs_embeds[:, window]
-            output, state = self._recur(vectors, state, None if mask is None else mask[:, window])
-            kept.append(output)
-            if hidden_states_to_keep:
-                kept = _keep_last_positions(kept, hidden_states_to_keep)
-
+        last, hidden_states, state = self._run(input_ids, inputs_embeds, cache.tensors, mask, per_layer,
+                                               hidden_states_to_keep)
         if use_cache:
             cache.set_tensors(state)
             cache.seen_tokens += length
         # Positional: the state field is called `cache` or `past_key_values` depending on the release.
-        return CharRNNModelOutput(self.dropout(torch.cat(kept, dim=1)), cache if use_cache else None)
+        return CharRNNModelOutput(last, cache if use_cache else None, hidden_states)
+
+    def _run(self, input_ids, inputs_embeds, state, mask, per_layer: bool, keep: int):
+        """Encode and recur, in windows of INFERENCE_CHUNK_LENGTH tokens without gradients (bounded memory). Returns the
+        last layer's outputs (the last `keep` positions, if set), every layer's outputs (`per_layer`), the state."""
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        whole = torch.is_grad_enabled() or _is_tracing()  # a traced length is symbolic: one window, no Python loop
+        windows = [slice(None)] if whole else [slice(at, at + INFERENCE_CHUNK_LENGTH)
+                                               for at in range(0, length, INFERENCE_CHUNK_LENGTH)]
+        kept, every_layer = [], []
+        for window in windows:
+            vectors = self.embeddings(input_ids[:, window]) if input_ids is not None else inputs_embeds[:, window]
+            outputs, state = self._recur(vectors, state, None if mask is None else mask[:, window], per_layer)
+            if per_layer:
+                every_layer.append((vectors, *outputs))
+            else:
+                kept = _keep_last_positions(kept + outputs, keep)
+        if not per_layer:
+            return self.dropout(torch.cat(kept, dim=1)), None, state
+        hidden_states = [torch.cat(parts, dim=1) for parts in zip(*every_layer)]
+        hidden_states[-1] = self.dropout(hidden_states[-1])  # the last layer's, as last_hidden_state has it
+        return (hidden_states[-1][:, -keep:] if keep else hidden_states[-1]), tuple(hidden_states), state
 
     def _check_inputs(self, input_ids, inputs_embeds) -> None:
         """Turn the mistakes users make into errors that say what to change."""
-        inputs = input_ids if input_ids is not None else inputs_embeds
+        inputs, name = (input_ids, "input_ids") if input_ids is not None else (inputs_embeds, "inputs_embeds")
         if inputs.dim() != (2 if input_ids is not None else 3):
-            raise ValueError(
-                f"Expected input_ids of shape (batch_size, sequence_length), got shape {tuple(inputs.shape)}."
-                if input_ids is not None
-                else f"Expected inputs_embeds of shape (batch_size, sequence_length, {self.config.input_size}), "
-                f"got shape {tuple(inputs.shape)}."
-            )
+            width = "" if input_ids is not None else f", {self.config.input_size}"
+            raise ValueError(f"Expected {name} of shape (batch_size, sequence_length{width}), got shape "
+                             f"{tuple(inputs.shape)}.")
         if inputs.shape[1] == 0:
             raise ValueError(
                 "The input is empty: the prompt encoded to no tokens. A recurrent model needs at least one token to "
                 "start from; pass a non-empty prompt (for unconditional text, start from the tokenizer's bos_token)."
             )
-        if input_ids is not None and input_ids.numel():
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= self.config.vocab_size:
-                bad = high if high >= self.config.vocab_size else low
-                raise ValueError(
-                    f"input_ids contains token id {bad}, outside this model's vocabulary [0, {self.config.vocab_size}). "
-                    "The tokenizer does not match the model: use the tokenizer saved with this model."
-                )
+        if input_ids is None or not input_ids.numel() or _is_tracing():  # ids are data: checked eagerly only
+            return
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(
+                f"input_ids contains token id {high if high >= self.config.vocab_size else low}, outside this model's "
+                f"vocabulary [0, {self.config.vocab_size}). The tokenizer does not match the model: use the tokenizer "
+                "saved with this model."
+            )
 
     def _prepare_cache(self, cache, batch_size: int, device) -> CharRNNCache:
         """Start from zeros, or from the given state, repeated when generate() asks for several sequences per prompt."""
@@ -365,31 +404,23 @@ class CharRNNModel(CharRNNPreTrainedModel):
             cache.batch_repeat_interleave(batch_size // cache.batch_size)
         return cache
 
-    def _encode(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        if self.embeddings is not None:
-            return self.embeddings(input_ids)
-        return F.one_hot(input_ids, self.config.vocab_size).to(self.rnn.weight_hh_l0.dtype)
-
-    def _recur(self, vectors, state, mask):
-        """Run the recurrent stack over `vectors`, skipping the steps where `mask` is False."""
+    def _recur(self, vectors, state, mask, per_layer: bool = False):
+        """The recurrent stack over `vectors`, skipping steps where `mask` is False: a list of outputs (every layer's
+        when `per_layer`, else the last one's) and the new state."""
         if vectors.shape[1] == 1 and not self.training:
-            return self._step(vectors[:, 0], state, None if mask is None else mask[:, 0])
-        if mask is None:
-            output, new_state = self.rnn(vectors, self._to_rnn_state(state))
-            return output, self._from_rnn_state(new_state)
-        return self._recur_masked(vectors, state, mask)
+            return self._step(vectors[:, 0], state, None if mask is None else mask[:, 0], per_layer)
+        if mask is not None:
+            return self._recur_masked(vectors, state, mask, per_layer)
+        if per_layer:
+            return self._layer_by_layer(vectors, state)
+        output, new_state = self.rnn(vectors, self._to_rnn_state(state))
+        return [output], self._from_rnn_state(new_state)
 
-    def _step(self, vector, state, keep_row):
+    def _step(self, vector, state, keep_row, per_layer: bool = False):
         """One token through every layer with the cell kernels: far cheaper than a length-1 `nn.LSTM` call."""
         cell_function = _CELL_FUNCTIONS[self.config.cell_type]
         layer_input, new_states = vector, []
-        for layer in range(self.config.num_layers):
-            weights = (
-                getattr(self.rnn, f"weight_ih_l{layer}"),
-                getattr(self.rnn, f"weight_hh_l{layer}"),
-                getattr(self.rnn, f"bias_ih_l{layer}"),
-                getattr(self.rnn, f"bias_hh_l{layer}"),
-            )
+        for layer, weights in enumerate(self.rnn.all_weights):  # [weight_ih, weight_hh, bias_ih, bias_hh] per layer
             if self.config.cell_type == "lstm":
                 layer_state = cell_function(layer_input, (state[0][layer], state[1][layer]), *weights)
             else:
@@ -399,9 +430,27 @@ class CharRNNModel(CharRNNPreTrainedModel):
         new_state = tuple(torch.stack(parts) for parts in zip(*new_states))
         if keep_row is not None:  # a pad step: keep the state of those rows as it was
             new_state = tuple(torch.where(keep_row[None, :, None], new, old) for new, old in zip(new_state, state))
-        return new_state[0][-1].unsqueeze(1), new_state
+        layers = range(self.config.num_layers) if per_layer else [-1]
+        return [new_state[0][layer].unsqueeze(1) for layer in layers], new_state
 
-    def _recur_masked(self, vectors, state, mask):
+    def _layer_by_layer(self, inputs, state, batch_sizes=None):
+        """The stack one layer at a time, on the module's own weights and kernels (`torch.lstm`, ...), since the fused
+        call returns only the last layer's outputs. `inputs`: `(batch, time, features)`, or packed data with its
+        `batch_sizes` (then `state` is in the packed order). Returns every layer's outputs and the new state."""
+        function, layers = _SEQUENCE_FUNCTIONS[self.config.cell_type], self.config.num_layers
+        packed = batch_sizes is not None
+        flags = (True, 1, 0.0, self.training, False) + (() if packed else (True,))  # biases, 1 layer, ..., batch_first
+        outputs, states, layer_input = [], [], inputs
+        for layer, layer_weights in enumerate(self.rnn.all_weights):
+            layer_state = self._to_rnn_state(tuple(t[layer : layer + 1] for t in state))
+            result = function(layer_input, *((batch_sizes,) if packed else ()), layer_state, layer_weights, *flags)
+            outputs.append(result[0])
+            states.append(result[1:])
+            dropout = self.rnn.dropout if layer < layers - 1 else 0.0  # between layers, as nn.LSTM does
+            layer_input = F.dropout(result[0], dropout, self.training) if dropout else result[0]
+        return outputs, tuple(torch.cat(parts) for parts in zip(*states))
+
+    def _recur_masked(self, vectors, state, mask, per_layer: bool = False):
         """
         Exact padding: move each row's real tokens to the front (order kept), run them packed, then put every output
         back at its position. A pad position repeats the output of the last real token before it (or the incoming
@@ -412,20 +461,29 @@ class CharRNNModel(CharRNNPreTrainedModel):
         front_order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
         front = vectors.gather(1, front_order.unsqueeze(-1).expand_as(vectors))
         rows = lengths.nonzero().squeeze(1)  # rows with at least one real token in this chunk
+        layers = range(self.config.num_layers) if per_layer else [-1]
         if rows.numel() == 0:  # nothing but padding: state and outputs stay as they were
-            return state[0][-1].unsqueeze(1).expand(batch_size, length, -1), state
+            return [state[0][layer].unsqueeze(1).expand(batch_size, length, -1) for layer in layers], state
         packed = pack_padded_sequence(front[rows], lengths[rows].cpu(), batch_first=True, enforce_sorted=False)
-        packed_output, row_state = self.rnn(packed, self._to_rnn_state(tuple(t[:, rows] for t in state)))
-        row_output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=length)
-        row_state = self._from_rnn_state(row_state)
-
-        front_output = row_output.new_zeros(batch_size, length, row_output.shape[-1]).index_copy(0, rows, row_output)
+        row_state = tuple(t[:, rows] for t in state)
+        if per_layer:  # the packed order, as nn.LSTM would sort it
+            packed_data, row_state = self._layer_by_layer(
+                packed.data, tuple(t.index_select(1, packed.sorted_indices) for t in row_state), packed.batch_sizes)
+            row_state = tuple(t.index_select(1, packed.unsorted_indices) for t in row_state)
+            packed_outputs = [packed._replace(data=data) for data in packed_data]
+        else:
+            packed_output, row_state = self.rnn(packed, self._to_rnn_state(row_state))
+            packed_outputs, row_state = [packed_output], self._from_rnn_state(row_state)
         new_state = tuple(old.index_copy(1, rows, new) for old, new in zip(state, row_state))
         last_real = mask.cumsum(dim=1) - 1  # index, among the front-packed outputs, of the last real token so far
-        output = front_output.gather(1, last_real.clamp(min=0).unsqueeze(-1).expand_as(front_output))
-        before_first_real = (last_real < 0).unsqueeze(-1)
-        output = torch.where(before_first_real, state[0][-1].unsqueeze(1), output)
-        return output, new_state
+        outputs = []
+        for layer, packed_output in zip(layers, packed_outputs):
+            row_output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=length)
+            front_output = row_output.new_zeros(batch_size, length, row_output.shape[-1])
+            front_output = front_output.index_copy(0, rows, row_output)
+            output = front_output.gather(1, last_real.clamp(min=0).unsqueeze(-1).expand_as(front_output))
+            outputs.append(torch.where((last_real < 0).unsqueeze(-1), state[0][layer].unsqueeze(1), output))
+        return outputs, new_state
 
     def _to_rnn_state(self, state):
         return state if self.config.cell_type == "lstm" else state[0]
@@ -444,13 +502,18 @@ def _current_step_mask(attention_mask, batch_size: int, length: int, device) -> 
             "it must be (batch_size, sequence_length), or cover the cached tokens too (batch_size, past + sequence_length)."
         )
     mask = attention_mask[:, -length:].to(device=device, dtype=torch.bool)
-    return None if bool(mask.all()) else mask
+    return mask if _is_tracing() or not bool(mask.all()) else None
+
+
+def _is_tracing() -> bool:
+    """Whether torch.export / torch.compile is tracing: data-dependent Python branches must stay out of the graph."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def _keep_last_positions(outputs: list[torch.Tensor], count: int) -> list[torch.Tensor]:
-    """Trim a list of (batch, time, hidden) chunks to the last `count` positions."""
+    """Trim a list of (batch, time, hidden) chunks to the last `count` positions (0 keeps them all)."""
     total = sum(chunk.shape[1] for chunk in outputs)
-    if total <= count:
+    if not count or total <= count:
         return outputs
     return [torch.cat(outputs, dim=1)[:, -count:]]
 
@@ -474,15 +537,6 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         # Sampling is what people do with a char-RNN; these become generation_config.json when saved.
         self.generation_config.update(do_sample=True, temperature=0.8, top_k=0, max_new_tokens=200)
 
-    def get_input_embeddings(self):
-        return self.model.embeddings
-
-    def set_input_embeddings(self, value):
-        self.model.embeddings = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
     if not STATE_IS_CALLED_CACHE:
 
         def generate(self, *args, cache: CharRNNCache | None = None, **kwargs):
@@ -497,9 +551,6 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
                 output.cache = output.past_key_values  # an attribute, not a field: to_tuple() stays as it was
             return output
 
-    def set_output_embeddings(self, new_embeddings):
-        self.lm_head = new_embeddings
-
     @can_return_tuple
     @_accepts_past_key_values
     def forward(
@@ -511,6 +562,8 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> CharRNNCausalLMOutput:
         r"""
@@ -524,32 +577,20 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         `num_items_in_batch`) reach the loss.
         """
         keep_last = logits_to_keep if isinstance(logits_to_keep, int) else 0
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            hidden_states_to_keep=keep_last,
-        )
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                             inputs_embeds=inputs_embeds, use_cache=use_cache, hidden_states_to_keep=keep_last,
+                             output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         hidden = outputs.last_hidden_state
         if not isinstance(logits_to_keep, int):
             hidden = hidden[:, logits_to_keep]
         if self.output_projection is not None:
             hidden = self.output_projection(hidden)
         logits = self.lm_head(hidden)
-
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CharRNNCausalLMOutput(loss, logits, outputs.cache)  # positional: see CharRNNModel.forward
+        return CharRNNCausalLMOutput(loss, logits, outputs.cache, outputs.hidden_states)  # positional: see the model
 
 
-__all__ = [
-    "CharRNNCache",
-    "CharRNNCausalLMOutput",
-    "CharRNNForCausalLM",
-    "CharRNNModel",
-    "CharRNNModelOutput",
-    "CharRNNPreTrainedModel",
-]
+__all__ = ["CharRNNCache", "CharRNNCausalLMOutput", "CharRNNForCausalLM", "CharRNNModel", "CharRNNModelOutput",
+           "CharRNNPreTrainedModel", "OneHotEncoding"]
