@@ -75,7 +75,8 @@ def measure(device: torch.device, repeats: int) -> list[dict]:
         for name, (function, reference) in cases.items():
             seconds = median_seconds(function, repeats, device)
             rows.append({"path": name, "output_hidden_states": hidden_states, "ms": round(seconds * 1e3, 2),
-                         "reference_ms": round(reference * 1e3, 2), "ratio_to_reference": round(seconds / reference, 3)})
+                         "reference_ms": round(reference * 1e3, 2),
+                         "ratio_to_reference": round(seconds / reference, 3)})
     return rows
 
 
