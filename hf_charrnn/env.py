@@ -16,6 +16,8 @@ from packaging.utils import canonicalize_name
 DEPENDENCIES = (
     "torch", "transformers", "tokenizers", "datasets", "accelerate", "evaluate", "huggingface_hub", "safetensors",
 )
+# The optional extras (`hf_charrnn[onnx]`, `hf_charrnn[peft]`): reported as installed or not.
+OPTIONAL_DEPENDENCIES = ("onnx", "onnxscript", "onnxruntime", "peft")
 PINNED_SET = Path(__file__).resolve().parent.parent / "constraints" / "pinned.txt"
 
 
@@ -71,7 +73,7 @@ def device_description() -> str:
 
 def collect() -> dict[str, object]:
     """Everything the report prints, as a dictionary (also what `--json` prints)."""
-    versions = {name: installed_version(name) for name in DEPENDENCIES}
+    versions = {name: installed_version(name) for name in DEPENDENCIES + OPTIONAL_DEPENDENCIES}
     return {
         "hf_charrnn": installed_version("hf_charrnn"),
         "python": platform.python_version(),

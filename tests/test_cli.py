@@ -135,6 +135,10 @@ def test_env_reports_the_versions_a_bug_report_needs():
     for name in ("python", "tokenizers", "datasets", "accelerate", "evaluate", "huggingface_hub", "hf_charrnn"):
         assert report[name] and report[name] != "not installed", name
     assert report["supported transformers"].startswith(("<", ">="))
+    import onnxruntime
+    import peft
+
+    assert (report["onnxruntime"], report["peft"]) == (onnxruntime.__version__, peft.__version__)  # the extras
     assert report["device"].split()[0] in ("cpu", "cuda", "mps")
     text = hf_charrnn("env")
     assert text.returncode == 0 and f"- transformers: {transformers.__version__}" in text.stdout
