@@ -41,10 +41,8 @@ _CELL_FUNCTIONS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn_tanh": t
                    "rnn_relu": torch.rnn_relu_cell}
 # The same recurrences over a whole sequence (dense or packed), called one layer at a time for per-layer outputs.
 _SEQUENCE_FUNCTIONS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
-NO_ATTENTION_MESSAGE = (
-    "output_attentions=True: a CharRNN is a recurrent model and has no attention weights to return. Ask for "
-    "output_hidden_states=True to get every layer's outputs."
-)
+NO_ATTENTION_MESSAGE = ("output_attentions=True: a CharRNN is a recurrent model and has no attention weights to "
+                        "return. Ask for output_hidden_states=True to get every layer's outputs.")
 
 # Without gradients, inputs are consumed this many tokens at a time: memory then stays bounded for any prompt length,
 # while each chunk is still long enough for the fused sequence kernels to run at full speed.
@@ -366,7 +364,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
                 kept = _keep_last_positions(kept + outputs, keep)
         if not per_layer:
             return self.dropout(torch.cat(kept, dim=1)), None, state
-        hidden_states = [torch.cat(parts, dim=1) for parts in zip(*every_layer)]
+        hidden_states = [parts[0] if len(parts) == 1 else torch.cat(parts, dim=1) for parts in zip(*every_layer)]
         hidden_states[-1] = self.dropout(hidden_states[-1])  # the last layer's, as last_hidden_state has it
         return (hidden_states[-1][:, -keep:] if keep else hidden_states[-1]), tuple(hidden_states), state
 
@@ -409,10 +407,11 @@ class CharRNNModel(CharRNNPreTrainedModel):
         when `per_layer`, else the last one's) and the new state."""
         if vectors.shape[1] == 1 and not self.training:
             return self._step(vectors[:, 0], state, None if mask is None else mask[:, 0], per_layer)
-        if mask is not None:
-            return self._recur_masked(vectors, state, mask, per_layer)
         if per_layer:
-            return self._layer_by_layer(vectors, state)
+            return self._layer_by_layer(vectors, state, mask)
+        if mask is not None:
+            output, new_state = self._recur_masked(vectors, state, mask)
+            return [output], new_state
         output, new_state = self.rnn(vectors, self._to_rnn_state(state))
         return [output], self._from_rnn_state(new_state)
 
@@ -433,57 +432,61 @@ class CharRNNModel(CharRNNPreTrainedModel):
         layers = range(self.config.num_layers) if per_layer else [-1]
         return [new_state[0][layer].unsqueeze(1) for layer in layers], new_state
 
-    def _layer_by_layer(self, inputs, state, batch_sizes=None):
-        """The stack one layer at a time, on the module's own weights and kernels (`torch.lstm`, ...), since the fused
-        call returns only the last layer's outputs. `inputs`: `(batch, time, features)`, or packed data with its
-        `batch_sizes` (then `state` is in the packed order). Returns every layer's outputs and the new state."""
-        function, layers = _SEQUENCE_FUNCTIONS[self.config.cell_type], self.config.num_layers
-        packed = batch_sizes is not None
-        flags = (True, 1, 0.0, self.training, False) + (() if packed else (True,))  # biases, 1 layer, ..., batch_first
-        outputs, states, layer_input = [], [], inputs
-        for layer, layer_weights in enumerate(self.rnn.all_weights):
-            layer_state = self._to_rnn_state(tuple(t[layer : layer + 1] for t in state))
-            result = function(layer_input, *((batch_sizes,) if packed else ()), layer_state, layer_weights, *flags)
-            outputs.append(result[0])
-            states.append(result[1:])
-            dropout = self.rnn.dropout if layer < layers - 1 else 0.0  # between layers, as nn.LSTM does
-            layer_input = F.dropout(result[0], dropout, self.training) if dropout else result[0]
+    def _layer_by_layer(self, vectors, state, mask):
+        """The stack one layer at a time (the fused call returns only the last layer's outputs), each layer reading the
+        outputs returned for the one before, so every returned tensor is in the graph (gradients reach it)."""
+        outputs, states, layer_input = [], [], vectors
+        for layer in range(self.config.num_layers):
+            layer_state = tuple(t[layer : layer + 1] for t in state)
+            if mask is None:
+                output, layer_state = self._run_layer(layer, layer_input, layer_state)
+            else:
+                output, layer_state = self._recur_masked(layer_input, layer_state, mask, layer)
+            outputs.append(output)
+            states.append(layer_state)
+            last = layer == self.config.num_layers - 1  # dropout between layers, as nn.LSTM has it
+            layer_input = output if last or not self.rnn.dropout else F.dropout(output, self.rnn.dropout, self.training)
         return outputs, tuple(torch.cat(parts) for parts in zip(*states))
 
-    def _recur_masked(self, vectors, state, mask, per_layer: bool = False):
+    def _run_layer(self, layer: int, inputs, layer_state, batch_sizes=None):
+        """One layer on the module's own weights and kernel (`torch.lstm`, ...): `inputs` is `(batch, time, features)`,
+        or packed data with its `batch_sizes` (`layer_state` then in the packed order). Returns output and state."""
+        packed = batch_sizes is not None
+        flags = (True, 1, 0.0, self.training, False) + (() if packed else (True,))  # biases, 1 layer, ..., batch_first
+        result = _SEQUENCE_FUNCTIONS[self.config.cell_type](
+            inputs, *((batch_sizes,) if packed else ()), self._to_rnn_state(layer_state),
+            self.rnn.all_weights[layer], *flags)
+        return result[0], tuple(result[1:])
+
+    def _recur_masked(self, vectors, state, mask, layer: int | None = None):
         """
-        Exact padding: move each row's real tokens to the front (order kept), run them packed, then put every output
-        back at its position. A pad position repeats the output of the last real token before it (or the incoming
-        state's output), so right padding also yields the right next-token scores at the last position.
+        Exact padding: move each row's real tokens to the front (order kept), run them packed (through the whole stack,
+        or only `layer`), then put every output back at its position. A pad position repeats the output of the last
+        real token before it (or the incoming state's), so right padding also gives the right scores at the end.
         """
         batch_size, length, _ = vectors.shape
         lengths = mask.sum(dim=1)
         front_order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
         front = vectors.gather(1, front_order.unsqueeze(-1).expand_as(vectors))
         rows = lengths.nonzero().squeeze(1)  # rows with at least one real token in this chunk
-        layers = range(self.config.num_layers) if per_layer else [-1]
         if rows.numel() == 0:  # nothing but padding: state and outputs stay as they were
-            return [state[0][layer].unsqueeze(1).expand(batch_size, length, -1) for layer in layers], state
+            return state[0][-1].unsqueeze(1).expand(batch_size, length, -1), state
         packed = pack_padded_sequence(front[rows], lengths[rows].cpu(), batch_first=True, enforce_sorted=False)
         row_state = tuple(t[:, rows] for t in state)
-        if per_layer:  # the packed order, as nn.LSTM would sort it
-            packed_data, row_state = self._layer_by_layer(
-                packed.data, tuple(t.index_select(1, packed.sorted_indices) for t in row_state), packed.batch_sizes)
-            row_state = tuple(t.index_select(1, packed.unsorted_indices) for t in row_state)
-            packed_outputs = [packed._replace(data=data) for data in packed_data]
-        else:
+        if layer is None:
             packed_output, row_state = self.rnn(packed, self._to_rnn_state(row_state))
-            packed_outputs, row_state = [packed_output], self._from_rnn_state(row_state)
+            row_state = self._from_rnn_state(row_state)
+        else:  # in the packed order, as nn.LSTM sorts it
+            data, row_state = self._run_layer(layer, packed.data, tuple(
+                t.index_select(1, packed.sorted_indices) for t in row_state), packed.batch_sizes)
+            packed_output = packed._replace(data=data)
+            row_state = tuple(t.index_select(1, packed.unsorted_indices) for t in row_state)
         new_state = tuple(old.index_copy(1, rows, new) for old, new in zip(state, row_state))
+        row_output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=length)
+        front_output = row_output.new_zeros(batch_size, length, row_output.shape[-1]).index_copy(0, rows, row_output)
         last_real = mask.cumsum(dim=1) - 1  # index, among the front-packed outputs, of the last real token so far
-        outputs = []
-        for layer, packed_output in zip(layers, packed_outputs):
-            row_output, _ = pad_packed_sequence(packed_output, batch_first=True, total_length=length)
-            front_output = row_output.new_zeros(batch_size, length, row_output.shape[-1])
-            front_output = front_output.index_copy(0, rows, row_output)
-            output = front_output.gather(1, last_real.clamp(min=0).unsqueeze(-1).expand_as(front_output))
-            outputs.append(torch.where((last_real < 0).unsqueeze(-1), state[0][layer].unsqueeze(1), output))
-        return outputs, new_state
+        output = front_output.gather(1, last_real.clamp(min=0).unsqueeze(-1).expand_as(front_output))
+        return torch.where((last_real < 0).unsqueeze(-1), state[0][-1].unsqueeze(1), output), new_state
 
     def _to_rnn_state(self, state):
         return state if self.config.cell_type == "lstm" else state[0]

@@ -99,10 +99,17 @@ def test_hidden_states_across_a_cache_and_chunks_equal_one_call(model, monkeypat
     assert chunked.logits.shape[1] == 1
 
 
-def test_hidden_states_in_training_carry_gradients_to_every_layer(model):
+@pytest.mark.parametrize("padded", [False, True])
+def test_hidden_states_are_the_tensors_gradients_flow_through(model, padded):
+    """As ModelTesterMixin.test_retain_grad_hidden_states_attentions asks: the loss's gradient reaches each one."""
     model.train()
-    output = model(PROMPT, output_hidden_states=True)
-    sum(h.sum() for h in output.hidden_states[1:]).backward()
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]) if padded else None
+    output = model(PROMPT, attention_mask=mask, output_hidden_states=True)
+    learned = output.hidden_states[int(model.config.input_encoding == "one_hot"):]  # a one-hot input is fixed
+    for hidden in learned:
+        hidden.retain_grad()
+    output.logits.sum().backward()
+    assert all(hidden.grad is not None and hidden.grad.abs().sum() > 0 for hidden in learned)
     assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0
                for name, parameter in model.named_parameters() if name.startswith("model.rnn"))
 
