@@ -33,11 +33,11 @@ def test_the_installed_release_names_the_state_one_of_two_ways():
     [(CharRNNModelOutput, ["last_hidden_state"]), (CharRNNCausalLMOutput, ["loss", "logits"])],
 )
 def test_outputs_hold_the_state_under_the_release_name_and_read_as_cache(output_class, fields):
-    assert field_names(output_class) == fields + [RELEASE_STATE_NAME]
+    assert field_names(output_class) == fields + [RELEASE_STATE_NAME, "hidden_states"]
     cache = CharRNNCache(torch.zeros(2, 1, 4))
     output = output_class(**{fields[-1]: torch.ones(1), RELEASE_STATE_NAME: cache})
     assert output.cache is cache
-    assert output.to_tuple() == (output[fields[-1]], cache)  # the state stays the last tuple element
+    assert output.to_tuple() == (output[fields[-1]], cache)  # without hidden states, the state is the last element
     assert output[RELEASE_STATE_NAME] is cache
 
 
