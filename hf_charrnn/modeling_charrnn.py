@@ -10,14 +10,12 @@ forward() takes `cache` and still accepts `past_key_values` (deprecated from 5.2
 dataclasses name their state field as the installed release expects, and `outputs.cache` reads it on every release.
 
 Execution paths that give the same numbers: whole sequences without padding run through the fused cuDNN/oneDNN
-kernels; with padding, pad steps are skipped exactly (valid tokens packed with `pack_padded_sequence`; a pad position
-repeats the last valid output); single-token decoding steps call the per-layer cell kernels (`torch.lstm_cell`, ...),
-several times faster than a one-step `nn.LSTM` call on a CPU; `output_hidden_states=True` runs the stack one layer at
-a time. Without gradients, long inputs go in chunks, so a 1,000,000-character prompt needs bounded memory; under
-torch.export / torch.compile the data-dependent checks step aside, so the forward and the decode step export.
-
-This file only imports from `.configuration_charrnn`, so it can be copied next to a checkpoint and loaded with
-`trust_remote_code=True` where hf_charrnn is not installed.
+kernels; with padding, pad steps are skipped exactly (valid tokens packed; a pad position repeats the last valid
+output); a single-token decoding step is one matrix product per layer over [input, state] without gradients (the cell
+kernels with them), several times faster than a one-step `nn.LSTM` call; `output_hidden_states=True` runs the stack
+one layer at a time. Without gradients, long inputs go in chunks (bounded memory for any prompt); under torch.export /
+torch.compile the data-dependent checks step aside. This file only imports `.configuration_charrnn`, so it runs as
+remote code next to a checkpoint (`trust_remote_code=True`) where hf_charrnn is not installed.
 """
 
 import functools
@@ -53,11 +51,9 @@ STATE_IS_CALLED_CACHE = "cache" in ALL_CACHE_NAMES
 
 
 class CharRNNCache:
-    """
-    The recurrent state of every layer, carried from one forward call to the next (passed as `cache`): `hidden` (and,
-    for LSTMs, `cell`) of shape `(num_layers, batch_size, hidden_size)`, as `nn.LSTM` lays it out. Updated in place,
-    like transformers' own caches; it counts the tokens consumed so a handed-back cache skips them in generate().
-    """
+    """The recurrent state of every layer, carried between forward calls (as `cache`): `hidden` (and, for LSTMs,
+    `cell`), `(num_layers, batch_size, hidden_size)` as `nn.LSTM` lays it out. Updated in place, like transformers'
+    caches; it counts the tokens consumed so a handed-back cache skips them in generate()."""
 
     is_compileable = False  # keeps generate() from building 4D attention masks or compiling the forward
     is_croppable = False  # a recurrent state cannot be rewound (generate() asks before deferring its stop check)
@@ -144,10 +140,7 @@ class CharRNNCausalLMOutput(ModelOutput):
         Next-token cross-entropy, in nats per token.
     logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
         Scores for the next token at each kept position.
-    cache (`CharRNNCache`, *optional*, returned when `use_cache=True`):
-        The recurrent state after the last input token. Before transformers 5.24 the field is `past_key_values`;
-        `.cache` reads it on every release.
-    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+    cache, hidden_states:
         As in [`CharRNNModelOutput`].
     """
 
@@ -162,11 +155,8 @@ class CharRNNCausalLMOutput(ModelOutput):
 
 
 def _accepts_past_key_values(forward):
-    """
-    Let forward() take the state under its pre-5.24 name, `past_key_values`, as well as `cache`. Before 5.24 that is
-    the name generate() itself passes, so it is taken silently; from 5.24 on it is deprecated, and transformers' own
-    decorator warns the caller, as it does for its models.
-    """
+    """Let forward() take the state under its pre-5.24 name, `past_key_values`, as well as `cache`: silently before
+    5.24 (generate() itself passes it), with transformers' own deprecation warning from 5.24 on."""
     if STATE_IS_CALLED_CACHE:
         return deprecate_kwarg("past_key_values", "6.0.0", new_name="cache", raise_if_both_names=True)(forward)
 
@@ -198,13 +188,10 @@ class CharRNNPreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.RNNBase):
             for name, param in module.named_parameters():
                 init.zeros_(param) if name.startswith("bias") else init.uniform_(param, -bound, bound)
-            if module.mode == "LSTM":
-                hidden_size = module.hidden_size
-                for layer in range(module.num_layers):
-                    bias = getattr(module, f"bias_ih_l{layer}")
-                    # The slice loses the "already loaded" flag that init.* checks, so check it here.
-                    if not getattr(bias, "_is_hf_initialized", False):
-                        init.ones_(bias[hidden_size : 2 * hidden_size])  # gate order: input, forget, cell, output
+            for layer in range(module.num_layers if module.mode == "LSTM" else 0):
+                bias = getattr(module, f"bias_ih_l{layer}")  # a slice loses init's "already loaded" flag: check here
+                if not getattr(bias, "_is_hf_initialized", False):  # gate order: input, forget, cell, output
+                    init.ones_(bias[module.hidden_size : 2 * module.hidden_size])
         elif isinstance(module, (nn.Linear, nn.Embedding)):
             init.uniform_(module.weight, -bound, bound)
             if getattr(module, "bias", None) is not None:
@@ -213,11 +200,9 @@ class CharRNNPreTrainedModel(PreTrainedModel):
     def resize_token_embeddings(self, *args, **kwargs):
         """transformers' resize for a learned embedding; a one-hot input has no table to resize, so it says so."""
         if self.config.input_encoding == "one_hot":
-            raise ValueError(
-                "resize_token_embeddings: with input_encoding='one_hot' the input width is the vocabulary size, so "
-                "new tokens would change the first recurrent layer's weights, not an embedding table. Train a model "
-                "with input_encoding='embedding' to add tokens later, or a new model for the larger vocabulary."
-            )
+            raise ValueError("resize_token_embeddings: with input_encoding='one_hot' the input width is the vocabulary "
+                             "size, so new tokens would change the first recurrent layer's weights, not an embedding "
+                             "table. Train with input_encoding='embedding' to add tokens later, or a new model.")
         return super().resize_token_embeddings(*args, **kwargs)
 
     @classmethod
@@ -241,17 +226,13 @@ class CharRNNPreTrainedModel(PreTrainedModel):
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except SafetensorError as error:
-            raise OSError(
-                f"The weights file of {pretrained_model_name_or_path!s} is corrupt or truncated ({error}). "
-                "Save the model again with save_pretrained(), or download the checkpoint again."
-            ) from error
+            raise OSError(f"The weights file of {pretrained_model_name_or_path!s} is corrupt or truncated ({error}). "
+                          "Save the model again with save_pretrained(), or download the checkpoint again.") from error
 
 
 class OneHotEncoding(nn.Module):
-    """
-    The classic tutorials' input encoding, token id -> one-hot vector, as the model's input-embedding module: fixed
-    (nothing to train or save), and `weight`, the identity matrix it stands for, is built only when read.
-    """
+    """The classic tutorials' input encoding, token id -> one-hot vector, as the model's input-embedding module: fixed
+    (nothing to train or save); `weight`, the identity matrix it stands for, is built only when read."""
 
     def __init__(self, num_embeddings: int):
         super().__init__()
@@ -294,16 +275,10 @@ class CharRNNModel(CharRNNPreTrainedModel):
     @can_return_tuple
     @_accepts_past_key_values
     def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cache: CharRNNCache | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        use_cache: bool | None = None,
-        hidden_states_to_keep: int = 0,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
+        self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+        cache: CharRNNCache | None = None, inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None, hidden_states_to_keep: int = 0, output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None, **kwargs,
     ) -> CharRNNModelOutput:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`):
@@ -332,7 +307,8 @@ class CharRNNModel(CharRNNPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         per_layer = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         inputs = input_ids if input_ids is not None else inputs_embeds
-        self._check_inputs(input_ids, inputs_embeds)
+        # A single token handed back with a cache is a generated one: its id came from this model; prompts are checked.
+        self._check_inputs(input_ids, inputs_embeds, check_ids=cache is None or inputs.shape[-1] != 1)
         batch_size, length = inputs.shape[:2]
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
@@ -363,12 +339,13 @@ class CharRNNModel(CharRNNPreTrainedModel):
             else:
                 kept = _keep_last_positions(kept + outputs, keep)
         if not per_layer:
-            return self.dropout(torch.cat(kept, dim=1)), None, state
+            last = kept[0] if len(kept) == 1 else torch.cat(kept, dim=1)
+            return (self.dropout(last) if self.training else last), None, state
         hidden_states = [parts[0] if len(parts) == 1 else torch.cat(parts, dim=1) for parts in zip(*every_layer)]
         hidden_states[-1] = self.dropout(hidden_states[-1])  # the last layer's, as last_hidden_state has it
         return (hidden_states[-1][:, -keep:] if keep else hidden_states[-1]), tuple(hidden_states), state
 
-    def _check_inputs(self, input_ids, inputs_embeds) -> None:
+    def _check_inputs(self, input_ids, inputs_embeds, check_ids: bool = True) -> None:
         """Turn the mistakes users make into errors that say what to change."""
         inputs, name = (input_ids, "input_ids") if input_ids is not None else (inputs_embeds, "inputs_embeds")
         if inputs.dim() != (2 if input_ids is not None else 3):
@@ -380,7 +357,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
                 "The input is empty: the prompt encoded to no tokens. A recurrent model needs at least one token to "
                 "start from; pass a non-empty prompt (for unconditional text, start from the tokenizer's bos_token)."
             )
-        if input_ids is None or not input_ids.numel() or _is_tracing():  # ids are data: checked eagerly only
+        if not check_ids or input_ids is None or not input_ids.numel() or _is_tracing():  # data: eagerly only
             return
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= self.config.vocab_size:
@@ -416,14 +393,19 @@ class CharRNNModel(CharRNNPreTrainedModel):
         return [output], self._from_rnn_state(new_state)
 
     def _step(self, vector, state, keep_row, per_layer: bool = False):
-        """One token through every layer with the cell kernels: far cheaper than a length-1 `nn.LSTM` call."""
-        cell_function = _CELL_FUNCTIONS[self.config.cell_type]
+        """One token through every layer, far cheaper than a length-1 `nn.LSTM` call: without gradients, one matrix
+        product per layer over [input, state] (`_fused_step_weights`); otherwise the cell kernels."""
+        cell_type, cell_function = self.config.cell_type, _CELL_FUNCTIONS[self.config.cell_type]
+        fused = None if torch.is_grad_enabled() or _is_tracing() else self._fused_step_weights()
         layer_input, new_states = vector, []
-        for layer, weights in enumerate(self.rnn.all_weights):  # [weight_ih, weight_hh, bias_ih, bias_hh] per layer
-            if self.config.cell_type == "lstm":
-                layer_state = cell_function(layer_input, (state[0][layer], state[1][layer]), *weights)
+        for layer, weights in enumerate(fused or self.rnn.all_weights):  # fused, or [w_ih, w_hh, b_ih, b_hh]
+            layer_state = tuple(t[layer] for t in state)
+            if fused is not None:
+                layer_state = _fused_cell_step(cell_type, layer_input, layer_state, *weights)
+            elif cell_type == "lstm":
+                layer_state = cell_function(layer_input, layer_state, *weights)
             else:
-                layer_state = (cell_function(layer_input, state[0][layer], *weights),)
+                layer_state = (cell_function(layer_input, layer_state[0], *weights),)
             new_states.append(layer_state)
             layer_input = layer_state[0]
         new_state = tuple(torch.stack(parts) for parts in zip(*new_states))
@@ -431,6 +413,17 @@ class CharRNNModel(CharRNNPreTrainedModel):
             new_state = tuple(torch.where(keep_row[None, :, None], new, old) for new, old in zip(new_state, state))
         layers = range(self.config.num_layers) if per_layer else [-1]
         return [new_state[0][layer].unsqueeze(1) for layer in layers], new_state
+
+    def _fused_step_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per layer `([W_ih | W_hh]^T, b_ih + b_hh)`, rebuilt whenever a weight changes (training, loading, .to(): the
+        parameters' identity, storage and version counters tell); None for GRU, whose candidate gate needs two."""
+        if self.config.cell_type == "gru":
+            return None
+        key = tuple((id(p), p.data_ptr(), p._version) for layer in self.rnn.all_weights for p in layer)
+        if getattr(self, "_fused_key", None) != key:
+            self._fused_key, self._fused = key, [(torch.cat([w_ih, w_hh], dim=1).t().contiguous(), b_ih + b_hh)
+                                                 for w_ih, w_hh, b_ih, b_hh in self.rnn.all_weights]
+        return self._fused
 
     def _layer_by_layer(self, vectors, state, mask):
         """The stack one layer at a time (the fused call returns only the last layer's outputs), each layer reading the
@@ -459,11 +452,9 @@ class CharRNNModel(CharRNNPreTrainedModel):
         return result[0], tuple(result[1:])
 
     def _recur_masked(self, vectors, state, mask, layer: int | None = None):
-        """
-        Exact padding: move each row's real tokens to the front (order kept), run them packed (through the whole stack,
-        or only `layer`), then put every output back at its position. A pad position repeats the output of the last
-        real token before it (or the incoming state's), so right padding also gives the right scores at the end.
-        """
+        """Exact padding: each row's real tokens moved to the front (order kept), run packed (the whole stack, or only
+        `layer`), every output put back at its position; a pad position repeats the last real output before it (or
+        the incoming state's), so right padding also gives the right scores at the end."""
         batch_size, length, _ = vectors.shape
         lengths = mask.sum(dim=1)
         front_order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
@@ -500,12 +491,21 @@ def _current_step_mask(attention_mask, batch_size: int, length: int, device) -> 
     if attention_mask is None:
         return None
     if attention_mask.dim() != 2 or attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
-        raise ValueError(
-            f"attention_mask has shape {tuple(attention_mask.shape)}, but the input has shape ({batch_size}, {length}): "
-            "it must be (batch_size, sequence_length), or cover the cached tokens too (batch_size, past + sequence_length)."
-        )
-    mask = attention_mask[:, -length:].to(device=device, dtype=torch.bool)
-    return mask if _is_tracing() or not bool(mask.all()) else None
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, but the input has shape ({batch_size}"
+                         f", {length}): it must be (batch_size, sequence_length), or cover the cached tokens too "
+                         "(batch_size, past + sequence_length).")
+    mask = attention_mask[:, -length:]  # checked as it is (no copy), converted only when some token is padding
+    return None if not _is_tracing() and bool(mask.all()) else mask.to(device=device, dtype=torch.bool)
+
+
+def _fused_cell_step(cell_type: str, x, state, weight, bias):
+    """One step of an LSTM or tanh/ReLU RNN layer as one matrix product over [x, h], then the gates (as the kernels)."""
+    gates = torch.addmm(bias, torch.cat([x, state[0]], dim=1), weight)
+    if cell_type != "lstm":
+        return (torch.tanh(gates) if cell_type == "rnn_tanh" else torch.relu(gates),)
+    in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
+    cell = torch.sigmoid(forget_gate) * state[1] + torch.sigmoid(in_gate) * torch.tanh(candidate)
+    return torch.sigmoid(out_gate) * torch.tanh(cell), cell
 
 
 def _is_tracing() -> bool:
@@ -529,16 +529,25 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
     def __init__(self, config: CharRNNConfig):
         super().__init__(config)
         self.model = CharRNNModel(config)
-        tie_through_projection = config.tie_word_embeddings and config.embedding_dim != config.hidden_size
-        # Tying needs the output layer to read vectors of the embedding's width.
-        self.output_projection = (
-            nn.Linear(config.hidden_size, config.embedding_dim, bias=False) if tie_through_projection else None
-        )
-        head_input_size = config.embedding_dim if config.tie_word_embeddings else config.hidden_size
-        self.lm_head = nn.Linear(head_input_size, config.vocab_size)
+        tied = config.tie_word_embeddings  # the output layer then reads vectors of the embedding's width
+        projected = tied and config.embedding_dim != config.hidden_size
+        self.output_projection = nn.Linear(config.hidden_size, config.embedding_dim, bias=False) if projected else None
+        self.lm_head = nn.Linear(config.embedding_dim if tied else config.hidden_size, config.vocab_size)
         self.post_init()
         # Sampling is what people do with a char-RNN; these become generation_config.json when saved.
         self.generation_config.update(do_sample=True, temperature=0.8, top_k=0, max_new_tokens=200)
+
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None, attention_mask=None,
+                                      inputs_embeds=None, is_first_iteration=False, past_key_values=None, **kwargs):
+        """generate()'s inputs for one step: the tokens the cache has not consumed (or the prompt's embeddings at
+        first) and the state; none of the generic version's attention-model work, which costs more than a step."""
+        sliced = slice(-next_sequence_length, None) if next_sequence_length is not None else slice(None)
+        embeds = inputs_embeds is not None and is_first_iteration
+        inputs = {"input_ids": None, "inputs_embeds": inputs_embeds[:, sliced]} if embeds else {
+            "input_ids": input_ids[:, sliced]}
+        state = cache if cache is not None else past_key_values  # generate()'s name for it before 5.24
+        kwargs = {key: value for key, value in kwargs.items() if key not in ("labels", "position_ids")}
+        return {**inputs, "cache": state, "attention_mask": attention_mask, **kwargs}
 
     if not STATE_IS_CALLED_CACHE:
 
@@ -557,17 +566,10 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
     @can_return_tuple
     @_accepts_past_key_values
     def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        cache: CharRNNCache | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        **kwargs,
+        self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
+        cache: CharRNNCache | None = None, inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None, use_cache: bool | None = None, logits_to_keep: int | torch.Tensor = 0,
+        output_hidden_states: bool | None = None, output_attentions: bool | None = None, **kwargs,
     ) -> CharRNNCausalLMOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -575,7 +577,6 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
             An int keeps the last that-many positions (0 keeps all); a 1D tensor keeps those sequence indices.
             generate() sets it to 1, so prompts of any length cost no more memory than a few chunks.
-
         Other arguments are those of [`CharRNNModel.forward`]; extra keyword arguments (such as Trainer's
         `num_items_in_batch`) reach the loss.
         """

@@ -2,10 +2,13 @@
 
     python scripts/bench_generate.py [--lengths 1000 4000] [--device cuda]
 
-Three ways to sample N characters from the same 2-layer LSTM weights, batch 1, on the current device:
+Four ways to sample N characters from the same 2-layer LSTM weights, batch 1, on the current device:
 (a) `model.generate(do_sample=True)`, which carries a `CharRNNCache` and steps with the cell kernels;
 (b) a hand-written stateful loop calling a plain `nn.LSTM` one token at a time (what a careful user writes);
-(c) the classic tutorial loop that re-runs the last `window` characters from a zero state for every new character.
+(c) the classic tutorial loop that re-runs the last `window` characters from a zero state for every new character;
+(d) the limit: a plain-torch loop doing only the unavoidable work per token (one matrix-vector product per layer over
+    the concatenated input and state, the gates, the output layer, sampling), with weights prepared beforehand.
+`generate_vs_fused_step_limit` is (a)'s speed over (d)'s.
 """
 
 import json
@@ -60,19 +63,47 @@ def sample_rerunning_window(modules, prompt: torch.Tensor, num_chars: int, windo
     return tokens
 
 
-def chars_per_second(sampler, *args, num_chars: int, repeats: int = 1) -> tuple[float, float]:
-    """Best of `repeats` timed runs: (characters per second, seconds)."""
-    best = float("inf")
+def fused_weights(lstm: nn.LSTM) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer: [W_ih | W_hh] and b_ih + b_hh, so a step is one matrix product over [x, h]."""
+    return [(torch.cat([w_ih, w_hh], dim=1).t().contiguous(), b_ih + b_hh) for w_ih, w_hh, b_ih, b_hh in lstm.all_weights]
+
+
+@torch.no_grad()
+def sample_fused_step_limit(modules, prompt: torch.Tensor, num_chars: int) -> torch.Tensor:
+    embedding, lstm, head = modules
+    weights = fused_weights(lstm)
+    output, (hidden, cell) = lstm(embedding(prompt))  # the prompt: the same fused kernel every sampler uses
+    hidden, cell = list(hidden.unbind(0)), list(cell.unbind(0))
+    x, tokens = output[:, -1], [prompt]
+    for _ in range(num_chars):
+        next_token = torch.multinomial(torch.softmax(head(x), dim=-1), 1)
+        tokens.append(next_token)
+        x = embedding(next_token)[:, 0]
+        for layer, (weight, bias) in enumerate(weights):
+            gates = torch.addmm(bias, torch.cat([x, hidden[layer]], dim=1), weight)
+            i, f, g, o = gates.chunk(4, dim=1)
+            cell[layer] = torch.sigmoid(f) * cell[layer] + torch.sigmoid(i) * torch.tanh(g)
+            x = hidden[layer] = torch.sigmoid(o) * torch.tanh(cell[layer])
+    return torch.cat(tokens, dim=1)
+
+
+def best_seconds(samplers: dict, num_chars: int, repeats: int) -> dict[str, float]:
+    """Best of `repeats` timed runs of each sampler, the samplers taking turns within each round, so that a slow
+    spell of the machine falls on all of them rather than on one."""
+    best = dict.fromkeys(samplers, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        tokens = sampler(*args, num_chars)
-        best = min(best, time.perf_counter() - start)
-        assert tokens.shape[1] >= num_chars, "the sampler stopped early"
-    return num_chars / best, best
+        for name, (sampler, args, rounds) in samplers.items():
+            if rounds is not None and _ >= rounds:
+                continue
+            start = time.perf_counter()
+            tokens = sampler(*args, num_chars)
+            best[name] = min(best[name], time.perf_counter() - start)
+            assert tokens.shape[1] >= num_chars, f"{name} stopped early"
+    return best
 
 
 def run_generation_benchmark(lengths=(1000, 4000), hidden_size=512, num_layers=2, vocab_size=100,
-                             window=100, repeats=2, device="cpu") -> dict:
+                             window=100, repeats=3, device="cpu") -> dict:
     """Measure (a), (b), (c) for each length; returns the figures and the ratios the targets are stated in."""
     torch.manual_seed(0)
     config = CharRNNConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers, eos_token_id=None)
@@ -81,22 +112,29 @@ def run_generation_benchmark(lengths=(1000, 4000), hidden_size=512, num_layers=2
     prompt = torch.randint(4, vocab_size, (1, window), device=device)
     sample_with_generate(model, prompt, 20)  # warm-up
     sample_stateful_nn_lstm(modules, prompt, 20)
+    sample_fused_step_limit(modules, prompt, 20)
 
     results = {"device": device, "model": f"{num_layers}x{hidden_size} LSTM, vocab {vocab_size}", "batch_size": 1,
                "threads": torch.get_num_threads(), "lengths": {}}
     for length in lengths:
-        generate_rate, generate_seconds = chars_per_second(sample_with_generate, model, prompt, num_chars=length,
-                                                           repeats=repeats)
-        stateful_rate, _ = chars_per_second(sample_stateful_nn_lstm, modules, prompt, num_chars=length,
-                                            repeats=repeats)
-        window_rate, _ = chars_per_second(sample_rerunning_window, modules, prompt, num_chars=length)
+        seconds = best_seconds({
+            "generate": (sample_with_generate, (model, prompt), None),
+            "stateful": (sample_stateful_nn_lstm, (modules, prompt), None),
+            "limit": (sample_fused_step_limit, (modules, prompt), None),
+            "window": (sample_rerunning_window, (modules, prompt), 1),  # slow, and far behind: one run
+        }, length, repeats)
+        generate_seconds = seconds["generate"]
+        generate_rate, stateful_rate, limit_rate, window_rate = (
+            length / seconds[name] for name in ("generate", "stateful", "limit", "window"))
         results["lengths"][str(length)] = {
             "generate_chars_per_s": round(generate_rate, 1),
             "generate_seconds": round(generate_seconds, 3),
             "stateful_nn_lstm_chars_per_s": round(stateful_rate, 1),
             "rerun_window_chars_per_s": round(window_rate, 1),
+            "fused_step_limit_chars_per_s": round(limit_rate, 1),
             "generate_vs_stateful_nn_lstm": round(generate_rate / stateful_rate, 2),
             "generate_vs_rerun_window": round(generate_rate / window_rate, 2),
+            "generate_vs_fused_step_limit": round(generate_rate / limit_rate, 2),
         }
     if len(lengths) >= 2:
         short, long = (results["lengths"][str(n)]["generate_seconds"] for n in (lengths[0], lengths[-1]))
@@ -111,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000])
     parser.add_argument("--hidden_size", type=int, default=512)
     parser.add_argument("--num_layers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per figure; the best is kept")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the best is kept")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     results = run_generation_benchmark(lengths=tuple(args.lengths), hidden_size=args.hidden_size,

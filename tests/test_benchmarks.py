@@ -1,4 +1,4 @@
-"""Tests for the training-speed and quality benchmarks (scripts/bench_train.py, scripts/bench_quality.py).
+"""Tests for the benchmarks (scripts/bench_train.py, scripts/bench_quality.py, scripts/bench_generate.py).
 
 The fast tests check the pieces against hand computations (the tutorial recipe's last-character loss, its window
 sampling, the timing arithmetic, the budget stop, the scoring helpers); the slow ones run both scripts end to end with
@@ -38,6 +38,7 @@ def load_script(name: str):
 bench_common, bench_tutorial, bench_recipes = (load_script(name) for name in ("bench_common", "bench_tutorial",
                                                                                "bench_recipes"))
 bench_quality, bench_train = load_script("bench_quality"), load_script("bench_train")
+bench_generate = load_script("bench_generate")
 TutorialCharLSTM, WallClockBudget = bench_tutorial.TutorialCharLSTM, bench_recipes.WallClockBudget
 carried_state_bpc, sample_windows = bench_quality.carried_state_bpc, bench_tutorial.sample_windows
 tutorial_loss, tutorial_to_charrnn = bench_tutorial.tutorial_loss, bench_tutorial.tutorial_to_charrnn
@@ -242,3 +243,21 @@ def test_bench_quality_trains_each_recipe_within_its_budget_and_scores_it():
                                                              abs=2e-4)
     assert result["calibration"]["planned_steps"] == recipes["default"]["planned_steps"] == recipes["bptt"][
         "planned_steps"]
+
+
+def test_the_fused_step_limit_samples_what_a_stateful_nn_lstm_samples():
+    """Same weights, same seed, the same multinomial draws: the limit bench_generate measures does the same work."""
+    torch.manual_seed(0)
+    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=30, hidden_size=24, num_layers=2, eos_token_id=None)).eval()
+    modules, prompt = bench_generate.plain_torch_copy(model), torch.randint(4, 30, (1, 12))
+    torch.manual_seed(1)
+    expected = bench_generate.sample_stateful_nn_lstm(modules, prompt, 60)
+    torch.manual_seed(1)
+    assert torch.equal(bench_generate.sample_fused_step_limit(modules, prompt, 60), expected)
+
+
+def test_the_generation_benchmark_reports_every_ratio():
+    results = bench_generate.run_generation_benchmark(lengths=(10, 20), hidden_size=16, repeats=1, window=8)
+    figures = results["lengths"]["20"]
+    assert {"generate_vs_stateful_nn_lstm", "generate_vs_rerun_window", "generate_vs_fused_step_limit"} <= set(figures)
+    assert all(value > 0 for value in figures.values())

@@ -42,19 +42,42 @@ def test_logits_equal_plain_torch_reference(cell_type, input_encoding):
         assert torch.allclose(model(input_ids).logits, reference_logits(model, input_ids), atol=1e-5)
 
 
-def test_single_token_steps_match_the_sequence_kernel(cell_type):
-    """The fast decoding path (cell kernels) and the nn.LSTM sequence path compute the same function."""
+def one_token_at_a_time(model, input_ids):
+    cache, steps = None, []
+    for position in range(input_ids.shape[1]):
+        output = model(input_ids[:, position : position + 1], cache=cache, use_cache=True)
+        cache = output.cache
+        steps.append(output.logits)
+    return torch.cat(steps, dim=1), cache
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["fused-step", "cell-kernels"])
+def test_single_token_steps_match_the_sequence_kernel(cell_type, grad):
+    """The decoding step (one product per layer without gradients, the cell kernels with them) and the sequence
+    kernel compute the same function."""
     model = tiny_model(cell_type=cell_type)
     input_ids = torch.randint(0, 24, (2, 9))
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         whole = model(input_ids).logits
-        cache, steps = None, []
-        for position in range(input_ids.shape[1]):
-            output = model(input_ids[:, position : position + 1], cache=cache, use_cache=True)
-            cache = output.cache
-            steps.append(output.logits)
-    assert torch.allclose(torch.cat(steps, dim=1), whole, atol=1e-5)
+        steps, cache = one_token_at_a_time(model, input_ids)
+    assert torch.allclose(steps, whole, atol=1e-5)
     assert cache.get_seq_length() == 9
+
+
+def test_the_fused_step_follows_every_change_of_the_weights(cell_type):
+    """Its prepared weights are rebuilt after an in-place update (an optimizer step), a load and a dtype change."""
+    model, other = tiny_model(cell_type=cell_type), tiny_model(seed=1, cell_type=cell_type)
+    input_ids = torch.randint(0, 24, (2, 6))
+    with torch.no_grad():
+        one_token_at_a_time(model, input_ids)  # prepares the fused weights
+        for parameter in model.model.rnn.parameters():
+            parameter.mul_(0.5)  # in place, as an optimizer step
+        assert torch.allclose(one_token_at_a_time(model, input_ids)[0], model(input_ids).logits, atol=1e-5)
+        model.load_state_dict(other.state_dict())
+        assert torch.allclose(one_token_at_a_time(model, input_ids)[0], other(input_ids).logits, atol=1e-5)
+        model.to(torch.float64)
+        steps = one_token_at_a_time(model, input_ids)[0]
+        assert steps.dtype == torch.float64 and torch.allclose(steps, model(input_ids).logits, atol=1e-9)
 
 
 def test_loss_is_next_token_cross_entropy_computed_by_hand():
