@@ -419,7 +419,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
         parameters' identity, storage and version counters tell); None for GRU, whose candidate gate needs two."""
         if self.config.cell_type == "gru":
             return None
-        key = tuple((id(p), p.data_ptr(), p._version) for layer in self.rnn.all_weights for p in layer)
+        key = tuple((id(p), p.data_ptr(), p._version) for p in self.rnn._flat_weights)  # all_weights, flat: faster
         if getattr(self, "_fused_key", None) != key:
             self._fused_key, self._fused = key, [(torch.cat([w_ih, w_hh], dim=1).t().contiguous(), b_ih + b_hh)
                                                  for w_ih, w_hh, b_ih, b_hh in self.rnn.all_weights]
