@@ -307,8 +307,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         per_layer = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         inputs = input_ids if input_ids is not None else inputs_embeds
-        # A single token handed back with a cache is a generated one: its id came from this model; prompts are checked.
-        self._check_inputs(input_ids, inputs_embeds, check_ids=cache is None or inputs.shape[-1] != 1)
+        self._check_inputs(input_ids, inputs_embeds, continuing=cache is not None)
         batch_size, length = inputs.shape[:2]
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
@@ -345,8 +344,9 @@ class CharRNNModel(CharRNNPreTrainedModel):
         hidden_states[-1] = self.dropout(hidden_states[-1])  # the last layer's, as last_hidden_state has it
         return (hidden_states[-1][:, -keep:] if keep else hidden_states[-1]), tuple(hidden_states), state
 
-    def _check_inputs(self, input_ids, inputs_embeds, check_ids: bool = True) -> None:
-        """Turn the mistakes users make into errors that say what to change."""
+    def _check_inputs(self, input_ids, inputs_embeds, continuing: bool = False) -> None:
+        """Turn the mistakes users make into errors that say what to change. One token `continuing` a cache is a
+        generated one (its id came from this model): only prompts get the id check, which costs a host sync."""
         inputs, name = (input_ids, "input_ids") if input_ids is not None else (inputs_embeds, "inputs_embeds")
         if inputs.dim() != (2 if input_ids is not None else 3):
             width = "" if input_ids is not None else f", {self.config.input_size}"
@@ -357,7 +357,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
                 "The input is empty: the prompt encoded to no tokens. A recurrent model needs at least one token to "
                 "start from; pass a non-empty prompt (for unconditional text, start from the tokenizer's bos_token)."
             )
-        if not check_ids or input_ids is None or not input_ids.numel() or _is_tracing():  # data: eagerly only
+        if input_ids is None or not input_ids.numel() or _is_tracing() or (continuing and input_ids.shape[1] == 1):
             return
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= self.config.vocab_size:
