@@ -22,25 +22,34 @@ TRAINER_STATE_FILE = "trainer_state.json"  # Trainer's checkpoints
 BPTT_STATE_FILE = "bptt_state.json"  # the stateful-BPTT loop's checkpoints
 RNN_STATE_FILE = "rnn_state.pt"  # the BPTT loop's carried hidden state (tensors only, loaded with weights_only)
 LATEST = ("latest", "last", "true", "auto")  # the words --resume_from_checkpoint accepts for "the newest one"
+_CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 
 
-def complete_checkpoints(output_dir: str | os.PathLike, state_file: str) -> list[Path]:
-    """The `checkpoint-STEP` folders of `output_dir` whose `state_file` is readable, oldest first; the others are
-    named in a warning and left out."""
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Every `checkpoint-STEP` folder of `output_dir`, complete or not, as `(step, folder)`, oldest first (by step
+    number: checkpoint-10 comes after checkpoint-9)."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
-        match = re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"(\d+)", child.name)
-        if not (match and child.is_dir()):
-            continue
-        if _readable_json(child / state_file):
+        match = _CHECKPOINT_NAME.fullmatch(child.name)
+        if match and child.is_dir():
             found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def complete_checkpoints(output_dir: str | os.PathLike, state_file: str) -> list[Path]:
+    """The `checkpoint-STEP` folders of `output_dir` whose `state_file` is readable, oldest first; the others are
+    named in a warning and left out."""
+    complete = []
+    for _, folder in checkpoint_folders(output_dir):
+        if _readable_json(folder / state_file):
+            complete.append(folder)
         else:
-            logger.warning("Skipping %s: %s is missing or damaged (the run was stopped while saving it).", child,
-                           child / state_file)
-    return [path for _, path in sorted(found)]
+            logger.warning("Skipping %s: %s is missing or damaged (the run was stopped while saving it).", folder,
+                           folder / state_file)
+    return complete
 
 
 def _readable_json(path: Path) -> bool:
@@ -49,13 +58,6 @@ def _readable_json(path: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def has_checkpoint_folders(output_dir: str | os.PathLike) -> bool:
-    """Whether `output_dir` holds any `checkpoint-STEP` folder, complete or not."""
-    root = Path(output_dir)
-    return root.is_dir() and any(re.fullmatch(re.escape(CHECKPOINT_PREFIX) + r"\d+", child.name) and child.is_dir()
-                                 for child in root.iterdir())
 
 
 def resolve_checkpoint(
@@ -90,7 +92,7 @@ def resolve_checkpoint(
                 f"checkpoint-STEP folder, or '{LATEST[0]}'."
             )
         return path
-    if overwrite_output_dir or not has_checkpoint_folders(output_dir):
+    if overwrite_output_dir or not checkpoint_folders(output_dir):
         return None
     checkpoints = complete_checkpoints(output_dir, state_file)
     if not checkpoints:

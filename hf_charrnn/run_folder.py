@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .checkpoints import CHECKPOINT_PREFIX
+
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
@@ -90,11 +92,11 @@ def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> li
     ]
 
 
-def has_earlier_work(output_dir: Path, checkpoint_prefix: str = "checkpoint-") -> bool:
+def has_earlier_work(output_dir: Path) -> bool:
     """Whether a run has already written checkpoints or a model into `output_dir`."""
     if not output_dir.is_dir():
         return False
-    if any(child.name.startswith(checkpoint_prefix) for child in output_dir.iterdir()):
+    if any(child.name.startswith(CHECKPOINT_PREFIX) for child in output_dir.iterdir()):
         return True
     return any((output_dir / name).exists() for name in RUN_OUTPUTS)
 
@@ -240,10 +242,10 @@ def run_lock(output_dir: str | os.PathLike) -> Iterator[None]:
         release_lock(path)
 
 
-def clear_earlier_run(output_dir: Path, checkpoint_prefix: str = "checkpoint-") -> None:
+def clear_earlier_run(output_dir: Path) -> None:
     """`--overwrite_output_dir`: delete the earlier run's checkpoints, record and summary (the lock stays)."""
     for child in output_dir.iterdir() if output_dir.is_dir() else ():
-        if child.is_dir() and child.name.startswith(checkpoint_prefix):
+        if child.is_dir() and child.name.startswith(CHECKPOINT_PREFIX):
             shutil.rmtree(child)
     for name in (RUN_FILE, "training_summary.json", "log_history.json"):
         (output_dir / name).unlink(missing_ok=True)
@@ -258,9 +260,9 @@ class OutputDirClaim:
     """
 
     def __init__(self, output_dir, identity: Mapping[str, Any], *, overwrite: bool, extend: bool = False,
-                 is_main_process: bool = True, checkpoint_prefix: str = "checkpoint-"):
+                 is_main_process: bool = True):
         self.output_dir, self.identity, self.overwrite, self.extend = Path(output_dir), identity, overwrite, extend
-        self.is_main_process, self.checkpoint_prefix = is_main_process, checkpoint_prefix
+        self.is_main_process = is_main_process
         self.lock: Path | None = None
 
     def check(self) -> dict | None:
@@ -272,7 +274,7 @@ class OutputDirClaim:
             return
         self.lock = acquire_lock(self.output_dir)
         if self.overwrite:
-            clear_earlier_run(self.output_dir, self.checkpoint_prefix)
+            clear_earlier_run(self.output_dir)
         else:
             self.check()  # again, under the lock: another run may have finished in the folder since
         write_run_record(self.output_dir, self.identity, resumed_from)

@@ -45,7 +45,7 @@ from transformers import TrainerCallback, get_scheduler
 from . import data as data_module
 from .accelerator_setup import make_accelerator
 from .bptt import BPTTLoop, BPTTStreams
-from .checkpoints import BPTT_STATE_FILE, CHECKPOINT_PREFIX, resolve_checkpoint
+from .checkpoints import BPTT_STATE_FILE, resolve_checkpoint
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
 from .reporting import generate_samples, training_summary, write_run_report
@@ -139,8 +139,7 @@ def train_bptt(
         claim = OutputDirClaim(args.output_dir,
                                bptt_run_identity(model_args, data_args, args, model, dataset, dataset_name),
                                overwrite=data_args.overwrite_output_dir, extend=bool(args.resume_from_checkpoint),
-                               is_main_process=os.environ.get("RANK", "0") == "0",  # the launcher's; set early
-                               checkpoint_prefix=CHECKPOINT_PREFIX)
+                               is_main_process=os.environ.get("RANK", "0") == "0")  # the launcher's; set early
         claim.check()
     except (OSError, ValueError) as error:
         raise TrainingSetupError(str(error)) from error
