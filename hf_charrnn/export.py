@@ -66,6 +66,12 @@ def state_names(model) -> list[str]:
     return ["hidden", "cell"] if model.config.cell_type == "lstm" else ["hidden"]
 
 
+def graph_names(model) -> tuple[list[str], list[str]]:
+    """The graphs' input and output names: `input_ids` and the state in; `logits` and the new state out."""
+    names = state_names(model)
+    return ["input_ids", *names], ["logits", *(f"new_{name}" for name in names)]
+
+
 def check_onnx_installed() -> None:
     """A clear error naming the extra when the ONNX packages are missing."""
     missing = []
@@ -86,15 +92,15 @@ def _example_inputs(model, batch: int, length: int, generator: torch.Generator) 
 
 def _export_graph(wrapper: StatefulLogits, path: Path, tokens: int, opset: int | None) -> None:
     """torch.onnx's exporter (torch.export underneath), batch dynamic, and the length too for the prompt graph."""
-    names = state_names(wrapper.model)
+    input_names, output_names = graph_names(wrapper.model)
     batch = torch.export.Dim("batch", min=1)
     ids_shape = {0: batch} if tokens == 1 else {0: batch, 1: torch.export.Dim("length", min=2)}
     example = _example_inputs(wrapper.model, 2, tokens, torch.Generator().manual_seed(0))
     with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")  # the exporter's notes about its own internals, not about this model
         program = torch.onnx.export(
-            wrapper, example, input_names=["input_ids", *names], output_names=["logits", *(f"new_{n}" for n in names)],
-            dynamic_shapes=(ids_shape, *({1: batch} for _ in names)), opset_version=opset, dynamo=True,
+            wrapper, example, input_names=input_names, output_names=output_names,
+            dynamic_shapes=(ids_shape, *({1: batch} for _ in input_names[1:])), opset_version=opset, dynamo=True,
             verbose=False,
         )
     program.save(str(path))
@@ -157,10 +163,10 @@ def export_onnx(model, tokenizer, output_dir: str | Path, opset: int | None = No
     model.config.save_pretrained(output_dir)
     model.generation_config.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    names = state_names(model)
+    input_names, output_names = graph_names(model)
     report = ExportReport(
         output_dir=str(output_dir), files=sorted({p.name for p in output_dir.iterdir()} | {RECORD_FILE}),
-        input_names=["input_ids", *names], output_names=["logits", *(f"new_{n}" for n in names)],
+        input_names=input_names, output_names=output_names,
         max_abs_difference=differences, opset=opset, notes=notes,
     )
     (output_dir / RECORD_FILE).write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
