@@ -1,45 +1,30 @@
-"""The Accelerator of a stateful-BPTT run: a mixed precision the recurrent kernels support here, and accelerate's one
-process-wide state forgotten between runs in one process."""
+"""The Accelerator of a stateful-BPTT run: the precision chosen for this machine (hf_charrnn.precision), and
+accelerate's one process-wide state forgotten between runs in one process."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, PartialState
-from torch import nn
 
 from .bptt_args import BPTTArguments
-from .trainer_utils import TrainingSetupError
+from .precision import PrecisionChoice, bf16_kernels_work, choose_precision, unsupported_message
 
 
-def mixed_precision_works(choice: str, device_type: str, cell_type: str = "lstm") -> bool:
-    """Whether the recurrent kernels run under autocast with `choice` here (oneDNN has no bf16 LSTM on many CPUs)."""
-    if choice == "no":
-        return True
-    module = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell_type, nn.RNN)(4, 4, batch_first=True).to(device_type)
-    dtype = torch.bfloat16 if choice == "bf16" else torch.float16
-    try:
-        with torch.autocast(device_type, dtype=dtype):
-            output, _ = module(torch.zeros(1, 2, 4, device=device_type))
-            output.float().sum().backward()
-    except RuntimeError:
-        return False
-    return True
-
-
-def resolve_mixed_precision(choice: str, cpu: bool, cell_type: str = "lstm") -> str:
-    """'auto' -> bf16 on a GPU whose recurrent kernels support it, else 'no'. An explicit choice is checked."""
-    device_type = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
-    if choice == "auto":
-        if device_type == "cuda" and torch.cuda.is_bf16_supported() and mixed_precision_works("bf16", "cuda", cell_type):
-            return "bf16"
-        return "no"
-    if not mixed_precision_works(choice, device_type, cell_type):
-        raise ValueError(
-            f"mixed_precision={choice!r} does not work for {cell_type} layers on this {device_type.upper()} (its "
-            "recurrent kernels have no such precision here); use --mixed_precision no (or auto)."
-        )
-    return choice
+def resolve_mixed_precision(args: BPTTArguments, model) -> PrecisionChoice:
+    """The run's precision: `--mixed_precision auto` measures (hf_charrnn.precision), bf16/no are checked or taken
+    as they are, fp16 (GPUs) is checked."""
+    device_type = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    cell_type = model.config.cell_type
+    if args.mixed_precision == "fp16":
+        if not bf16_kernels_work(device_type, cell_type, torch.float16):
+            raise ValueError(unsupported_message("fp16", cell_type, device_type))
+        return PrecisionChoice("fp16", "fp16 autocast: asked for (--mixed_precision fp16)")
+    requested = {"auto": None, "bf16": True, "no": False}[args.mixed_precision]
+    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    return choose_precision(model, requested, args.batch_size, args.block_size, device_type, single_process)
 
 
 def _forget_previous_accelerator_settings(mixed_precision: str, cpu: bool) -> None:
@@ -55,13 +40,9 @@ def _forget_previous_accelerator_settings(mixed_precision: str, cpu: bool) -> No
         AcceleratorState._reset_state()
 
 
-def make_accelerator(args: BPTTArguments, model, model_args) -> Accelerator:
-    """An Accelerator for this run, with a mixed precision the recurrent kernels support here."""
-    try:
-        cell_type = model.config.cell_type if model is not None else (model_args.cell_type or "lstm")
-        mixed_precision = resolve_mixed_precision(args.mixed_precision, args.cpu, cell_type)
-    except ValueError as error:
-        raise TrainingSetupError(str(error)) from error
+def make_accelerator(args: BPTTArguments, precision: PrecisionChoice) -> Accelerator:
+    """An Accelerator for this run, in the precision `resolve_mixed_precision` chose."""
+    mixed_precision = precision.mixed_precision
     _forget_previous_accelerator_settings(mixed_precision, args.cpu)
     return Accelerator(
         mixed_precision=mixed_precision,

@@ -20,9 +20,10 @@ class BPTTArguments:
         default="outputs/charrnn-bptt",
         metadata={"help": "Where the model, checkpoints, training_summary.json and TensorBoard logs go."},
     )
-    batch_size: int = field(
-        default=64,
-        metadata={"help": "Parallel rows of the token stream (global, over all processes; must divide by them)."},
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Parallel rows of the token stream (global, over all processes; must divide by them) "
+                          "(default: 64; with --max_train_minutes, sized to the budget)."},
     )
     block_size: int = field(
         default=128,
@@ -33,7 +34,10 @@ class BPTTArguments:
     )
     num_train_epochs: float = field(default=3.0, metadata={"help": "Passes over the training stream."})
     max_steps: int = field(default=-1, metadata={"help": "If > 0: total optimizer steps (overrides epochs)."})
-    learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate."})
+    learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Peak learning rate (default: 2e-3; with --max_train_minutes, sized to the budget)."},
+    )
     optimizer: str = field(
         default="adamw", metadata={"help": "'adamw', or 'rmsprop' (char-rnn's: alpha 0.95)."}
     )
@@ -50,7 +54,17 @@ class BPTTArguments:
     max_grad_norm: float = field(default=5.0, metadata={"help": "Gradient clipping norm (char-rnn: 5); 0 = off."})
     mixed_precision: str = field(
         default="auto",
-        metadata={"help": "'no', 'bf16', 'fp16', or 'auto' (bf16 on a GPU that has it, else no)."},
+        metadata={"help": "'auto' (bf16 autocast where this machine has the kernels and a short measurement at the "
+                          "start shows it faster, else fp32), 'bf16', 'no' (fp32) or 'fp16' (GPUs)."},
+    )
+    bf16: bool = field(default=False, metadata={"help": "Train in bf16 autocast: --mixed_precision bf16."})
+    no_bf16: bool = field(default=False, metadata={"help": "Train in fp32: --mixed_precision no."})
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "A wall-clock budget for the whole run (loading, evaluations and saving included): the "
+                          "steps and the learning-rate schedule are planned from timing real steps, and the run stops "
+                          "in time with a checkpoint and the model saved. Overrides --num_train_epochs; --max_steps "
+                          "caps it."},
     )
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even when a GPU is available."})
     seed: int = field(default=42, metadata={"help": "Random seed (model initialization and dropout)."})
@@ -92,6 +106,10 @@ class BPTTArguments:
     do_test: bool | None = field(default=None, metadata={"help": "Deprecated: use --evaluate_test_split."})
 
     def __post_init__(self):
+        # Options left unset: a time budget sizes them (hf_charrnn.sizing), anything else takes the defaults.
+        self.unset_options = {name for name, value in UNSET_DEFAULTS.items() if getattr(self, name) is None}
+        for name in self.unset_options:
+            setattr(self, name, UNSET_DEFAULTS[name])
         self._take_deprecated_names()
         positive = ("batch_size", "block_size", "gradient_accumulation_steps", "eval_batch_size", "eval_chunk_length")
         for name in positive:
@@ -107,6 +125,9 @@ class BPTTArguments:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.optimizer not in ("adamw", "rmsprop"):
             raise ValueError(f"optimizer must be 'adamw' or 'rmsprop', got {self.optimizer!r}.")
+        self._take_precision_flags()
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise ValueError(f"max_train_minutes must be positive, got {self.max_train_minutes}.")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'auto', 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}.")
         if self.report_to not in ("tensorboard", "none"):
@@ -114,6 +135,14 @@ class BPTTArguments:
         if self.max_grad_norm < 0:
             raise ValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}.")
 
+
+    def _take_precision_flags(self) -> None:
+        """--bf16 / --no_bf16, the Trainer path's flags, as --mixed_precision."""
+        if self.bf16 and self.no_bf16:
+            raise ValueError("--bf16 and --no_bf16 contradict each other: give one.")
+        if self.bf16 or self.no_bf16:
+            self.mixed_precision = "bf16" if self.bf16 else "no"
+            self.bf16 = self.no_bf16 = False
 
     def _take_deprecated_names(self) -> None:
         """An old option name sets its new one (the new one wins when both are given), with a FutureWarning."""
@@ -130,6 +159,7 @@ class BPTTArguments:
             setattr(self, old, None)
 
 
+UNSET_DEFAULTS = {"batch_size": 64, "learning_rate": 2e-3}
 # Old name -> new name (the names both training paths now share).
 DEPRECATED_NAMES = {"bptt_length": "block_size", "sample_steps": "sample_every_steps", "sample_prompts": "sample_prompt",
                     "sample_max_new_tokens": "sample_length", "do_test": "evaluate_test_split"}

@@ -48,6 +48,7 @@ from . import data
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE_FILE, complete_checkpoints, resolve_checkpoint
 from .evaluation import bits_per_character
 from .hub import push_output_dir
+from .precision import PrecisionChoice
 from .run_folder import (
     OutputDirClaim,
     refused_pickle_message,
@@ -57,6 +58,8 @@ from .trainer_callback import (
     NonFiniteLossCallback,
     SampleCallback,
 )
+from .time_budget import TimeBudget, TimeBudgetCallback, save_plan
+from .trainer_budget import choose_trainer_precision, plan_trainer_budget, size_trainer_run, sized_model_arguments
 from .trainer_summary import save_and_summarize
 from .trainer_utils import (
     TrainingDivergedError,
@@ -82,7 +85,7 @@ logger = logging.getLogger(__name__)
 TRAINER_IDENTITY_FIELDS = (
     "learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
     "gradient_accumulation_steps", "num_train_epochs", "max_steps", "weight_decay", "adam_beta1", "adam_beta2",
-    "adam_epsilon", "optim", "max_grad_norm", "seed", "bf16", "fp16", "label_smoothing_factor",
+    "adam_epsilon", "optim", "max_grad_norm", "seed", "bf16", "fp16", "label_smoothing_factor", "max_train_minutes",
 )
 
 
@@ -156,6 +159,8 @@ class TrainerRun:
     test_dataset: Any
     train_blocks: int | None  # None for a streaming data set
     validation_blocks: int | None
+    precision: PrecisionChoice
+    budget: TimeBudgetCallback | None = None  # with --max_train_minutes: its plan, and where it stopped the run
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -177,8 +182,10 @@ def train(
     becomes NaN/inf, and `TrainingInterrupted` after SIGINT/SIGTERM saved a checkpoint. `callbacks` are added to the
     Trainer's (tests use them to inject failures). The caller's `training_args` are left as they are.
     """
+    budget = TimeBudget(training_args.max_train_minutes) if training_args.max_train_minutes else None
     set_seed(training_args.seed)
     training_args, push_repo_id = _take_push_request(training_args)
+    data_args = copy.copy(data_args)  # the plan of a time budget sets the sampling interval
     try:  # every check before anything is written into the output folder
         check_training_length(training_args.max_steps)
         claim = OutputDirClaim(training_args.output_dir, trainer_run_identity(model_args, data_args, training_args),
@@ -186,13 +193,15 @@ def train(
                                extend=bool(training_args.resume_from_checkpoint),
                                is_main_process=training_args.process_index == 0)
         claim.check()
-        run = prepare_run(model_args, data_args, training_args, callbacks)
+        run = prepare_run(model_args, data_args, training_args, callbacks, budget)
     except TrainingSetupError:
         raise
     except (OSError, ValueError) as error:
         raise TrainingSetupError(str(error)) from error
     try:
         claim.acquire(resumed_from=run.checkpoint)
+        if run.budget is not None:
+            save_plan(training_args.output_dir, run.budget)
         runtime = _run_trainer(run, training_args.output_dir)
         summary = save_and_summarize(run, runtime, model_args, data_args, training_args)
         claim.complete(summary["steps"], summary["validation"]["bpc"])
@@ -220,11 +229,12 @@ def _take_push_request(training_args: TrainingArguments) -> tuple[TrainingArgume
     """
     Honour `--push_to_hub` / `--hub_model_id` with one commit of the finished output folder (model, tokenizer, code,
     model card, plot) instead of Trainer's own pushes, which upload checkpoints and logs along the way: returns a copy
-    of the arguments with Trainer's pushes off, and the repo id to push to (None: no push).
+    of the arguments (the run sets its precision and budget plan in it) with Trainer's pushes off, and the repo id to
+    push to (None: no push).
     """
-    if not training_args.push_to_hub:
-        return training_args, None
     without_push = copy.copy(training_args)
+    if not training_args.push_to_hub:
+        return without_push, None
     without_push.push_to_hub = False
     return without_push, training_args.hub_model_id or Path(training_args.output_dir).name
 
@@ -258,8 +268,9 @@ def _run_trainer(run: TrainerRun, output_dir: str) -> float:
 def _check_options(data_args: DataArguments, training_args: TrainingArguments) -> None:
     if data_args.block_size < 2:
         raise ValueError(f"--block_size must be at least 2 (got {data_args.block_size}).")
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError("--streaming needs --max_steps (a lazily read data set has no known length).")
+    if data_args.streaming and training_args.max_steps <= 0 and not training_args.max_train_minutes:
+        raise ValueError("--streaming needs --max_steps or --max_train_minutes (a lazily read data set has no known "
+                         "length).")
     if training_args.early_stopping_patience is not None:
         if training_args.eval_strategy == "no":
             raise ValueError("--early_stopping_patience needs evaluations: set --eval_strategy steps (or epoch).")
@@ -301,8 +312,10 @@ def prepare_run(
     data_args: DataArguments,
     training_args: TrainingArguments,
     extra_callbacks: Sequence[TrainerCallback] = (),
+    budget: TimeBudget | None = None,
 ) -> TrainerRun:
-    """Everything before `trainer.train()`: checks, data, tokenizer, model, blocks, callbacks, the Trainer."""
+    """Everything before `trainer.train()`: checks, data, tokenizer, model, blocks, precision, the plan of a time
+    budget, callbacks, the Trainer."""
     _check_options(data_args, training_args)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir,
                                     TRAINER_STATE_FILE, data_args.overwrite_output_dir)
@@ -318,9 +331,19 @@ def prepare_run(
     ratios = {split: _count_ratio(tokenizer, training_texts(raw[name], max_characters=2_000_000))
               for split, name in (("eval", "validation"), ("test", "test")) if name in blocks}
     prompt = sample_prompt_for(data_args.sample_prompt, dataset_label(data_args), raw["validation"])
+    sized = budget and size_trainer_run(budget, model_args, training_args, tokenizer, blocks["train"], data_args,
+                                        checkpoint)
+    if sized:
+        model_args = sized_model_arguments(model_args, sized)
+    model = build_model(model_args, tokenizer, checkpoint)
+    precision = choose_trainer_precision(model, training_args, data_args)
+    plan = budget and plan_trainer_budget(budget, model, blocks, precision, checkpoint, data_args, training_args)
     callbacks = _callbacks(tokenizer, prompt, data_args, training_args, extra_callbacks)
+    budget_callback = TimeBudgetCallback(plan, budget.minutes, sized) if plan else None
+    if budget_callback:
+        callbacks.append(budget_callback)
     trainer = CharRNNTrainer(
-        model=build_model(model_args, tokenizer, checkpoint), args=training_args, train_dataset=blocks["train"],
+        model=model, args=training_args, train_dataset=blocks["train"],
         eval_dataset=blocks["validation"], processing_class=tokenizer, data_collator=default_data_collator,
         callbacks=callbacks, tokens_per_character=ratios,
     )
@@ -330,4 +353,5 @@ def prepare_run(
         sampler=callbacks[2], sample_prompt=prompt, test_dataset=blocks.get("test"),
         train_blocks=len(blocks["train"]) if hasattr(blocks["train"], "__len__") else None,
         validation_blocks=len(blocks["validation"]) if hasattr(blocks["validation"], "__len__") else None,
+        precision=precision, budget=budget_callback,
     )

@@ -61,6 +61,9 @@ def save_and_summarize(run: TrainerRun, runtime: float, model_args, data_args, t
         hyperparameters=_hyperparameters(run, model_args, data_args, training_args), log_history=history,
         resumed_from=run.checkpoint, validation=validation, test=test, samples=samples,
     )
+    summary["precision"] = run.precision.as_dict()
+    if run.budget is not None:
+        summary["time_budget"] = run.budget.summary()
     if run.sampler.history:
         summary["samples_during_training"] = run.sampler.history
     write_run_report(output_dir, summary, history, title=f"CharRNN on {dataset_label(data_args)}")
@@ -94,6 +97,7 @@ def _hyperparameters(run: TrainerRun, model_args, data_args, training_args) -> d
             "warmup_steps",
         )},
         "optimizer": training_args.optim,
+        "mixed_precision": run.precision.mixed_precision,
         **{name: getattr(training_args, name) for name in (
             "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm", "num_train_epochs", "max_steps", "seed",
         )},

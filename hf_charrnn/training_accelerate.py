@@ -23,8 +23,9 @@ text as karpathy/char-rnn does:
   EXACTLY: an interrupted and resumed run ends with the same weights as an uninterrupted one. Ctrl-C (SIGINT) or
   SIGTERM saves a checkpoint and exits; a second Ctrl-C exits at once. A non-finite loss or gradient norm stops the
   run with a message naming the step, without saving anything after it.
-* Mixed precision: `auto` picks bf16 on a GPU whose recurrent kernels support it, else none. On CPUs oneDNN often
-  has no bf16 LSTM (this is checked up front, with a clear error for an explicit `--mixed_precision bf16`).
+* Precision: `auto` (the default) trains in bf16 autocast where this machine has bf16 kernels for the cell and a
+  short measurement at the start shows them faster, else in fp32 (`hf_charrnn.precision`); `--bf16` / `--no_bf16`
+  decide instead. `--max_train_minutes` plans the steps for a wall-clock budget (`hf_charrnn.time_budget`).
 * Validation loss, bits per character and perplexity are computed with the state carried over the whole validation
   stream (`hf_charrnn.evaluation.score_stream`), every `eval_steps` and at the end.
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -43,13 +45,16 @@ from accelerate.utils import set_seed
 from transformers import TrainerCallback, get_scheduler
 
 from . import data as data_module
-from .accelerator_setup import make_accelerator
+from .accelerator_setup import make_accelerator, resolve_mixed_precision
 from .bptt import BPTTLoop, BPTTStreams
 from .checkpoints import BPTT_STATE_FILE, resolve_checkpoint
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
+from .precision import PrecisionChoice
 from .reporting import generate_samples, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json
+from .bptt_budget import plan_bptt_budget, print_on_main_process, size_bptt_run
+from .time_budget import TimeBudget, save_plan
 from .trainer_utils import (
     TrainingSetupError,
     build_model,
@@ -124,6 +129,7 @@ def train_bptt(
     `TrainingDivergedError` for a NaN/inf loss or gradient (nothing is saved after that step), and
     `TrainingInterrupted` after SIGINT/SIGTERM saved a checkpoint.
     """
+    started = time.monotonic()  # a time budget counts from here
     args = BPTTArguments() if args is None else args
     if not isinstance(args, BPTTArguments):
         raise TypeError(f"args must be BPTTArguments, not {type(args).__name__} (pass model_args=..., data_args=...).")
@@ -131,7 +137,10 @@ def train_bptt(
         unknown = set(overrides) - {f.name for f in fields(BPTTArguments)}
         if unknown:
             raise TypeError(f"Unknown training option(s) {sorted(unknown)}; see BPTTArguments.")
+        unset = args.unset_options - set(overrides)
         args = BPTTArguments(**{**asdict(args), **overrides})
+        args.unset_options = unset
+    budget = TimeBudget(args.max_train_minutes, started) if args.max_train_minutes else None
     model_args = ModelArguments() if model_args is None else model_args
     data_args = CorpusArguments() if data_args is None else data_args
     try:  # every check before anything is written into the output folder
@@ -146,7 +155,7 @@ def train_bptt(
     try:
         return _train_claimed(args, model_args, data_args, claim, model=model, tokenizer=tokenizer,
                               dataset=dataset, dataset_name=dataset_name, callback=callback, callbacks=callbacks,
-                              accelerator=accelerator)
+                              accelerator=accelerator, budget=budget)
     finally:
         claim.release()
 
@@ -167,18 +176,17 @@ def bptt_run_identity(model_args, data_args: CorpusArguments, args: BPTTArgument
     return {"training_path": TRAINING_PATH, "data": data, "model": model_part, "training": training}
 
 
-def _checkpoint_to_resume(args: BPTTArguments, data_args: CorpusArguments, accelerator) -> Path | None:
+def _checkpoint_to_resume(args: BPTTArguments, data_args: CorpusArguments) -> Path | None:
     """--resume_from_checkpoint, else the newest checkpoint of this run in the folder (the claim checked it is)."""
     try:
         return resolve_checkpoint(args.resume_from_checkpoint, args.output_dir, BPTT_STATE_FILE,
-                                  data_args.overwrite_output_dir, announce=accelerator.print)
+                                  data_args.overwrite_output_dir, announce=print_on_main_process)
     except ValueError as error:
         raise TrainingSetupError(str(error)) from error
 
 
-def _load_inputs(args, model_args, data_args, checkpoint, model, tokenizer, dataset, dataset_name):
-    """The data set, tokenizer and model, each built the way `hf-charrnn train` builds it unless given; checked."""
-    resumed = str(checkpoint) if checkpoint else None
+def _load_data(args, model_args, data_args, checkpoint, tokenizer, dataset, dataset_name):
+    """The data set and tokenizer, each built the way `hf-charrnn train` builds it unless given; checked."""
     try:
         if dataset is None:
             dataset = load_raw_data(data_args, seed=args.seed)
@@ -187,21 +195,30 @@ def _load_inputs(args, model_args, data_args, checkpoint, model, tokenizer, data
             if split not in dataset:
                 raise ValueError(f"The data set needs a {split!r} split; it has {sorted(dataset)}.")
         if tokenizer is None:
+            resumed = str(checkpoint) if checkpoint else None
             tokenizer, _ = load_or_build_tokenizer(model_args, [row["text"] for row in dataset["train"]], resumed)
-        if model is None:
-            model = build_model(model_args, tokenizer, resumed)
-        if model.config.vocab_size < len(tokenizer):
-            raise ValueError(
-                f"The model's vocab_size ({model.config.vocab_size}) is smaller than the tokenizer's "
-                f"vocabulary ({len(tokenizer)}): build the model with vocab_size=len(tokenizer)."
-            )
         if tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer needs an eos token (it separates the documents of the stream).")
     except TrainingSetupError:
         raise
     except (OSError, ValueError) as error:
         raise TrainingSetupError(str(error)) from error
-    return dataset, dataset_name or "custom", tokenizer, model
+    return dataset, dataset_name or "custom", tokenizer
+
+
+def _checked_model(model, model_args, tokenizer, checkpoint):
+    """The model given, else built as `hf-charrnn train` builds it; its vocabulary checked against the tokenizer's."""
+    try:
+        if model is None:
+            model = build_model(model_args, tokenizer, str(checkpoint) if checkpoint else None)
+        if model.config.vocab_size < len(tokenizer):
+            raise ValueError(
+                f"The model's vocab_size ({model.config.vocab_size}) is smaller than the tokenizer's "
+                f"vocabulary ({len(tokenizer)}): build the model with vocab_size=len(tokenizer)."
+            )
+    except (OSError, ValueError) as error:
+        raise TrainingSetupError(str(error)) from error
+    return model
 
 
 def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTTStreams:
@@ -254,22 +271,45 @@ def _hyperparameters(model, args: BPTTArguments, accelerator) -> dict[str, Any]:
             "tie_word_embeddings")},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         **{key: value for key, value in asdict(args).items() if key not in (
-            "output_dir", "resume_from_checkpoint", "report_to", "disable_tqdm", "cpu", *DEPRECATED_NAMES)},
+            "output_dir", "resume_from_checkpoint", "report_to", "disable_tqdm", "cpu", "bf16", "no_bf16",
+            *DEPRECATED_NAMES)},
         "mixed_precision": accelerator.mixed_precision,
         "num_processes": accelerator.num_processes,
         "tokens_per_step": args.batch_size * args.block_size * args.gradient_accumulation_steps,
     }
 
 
+def _precision_and_accelerator(args: BPTTArguments, model, accelerator) -> tuple[PrecisionChoice, Any]:
+    """The run's precision (hf_charrnn.precision) and an Accelerator in it; an Accelerator passed in keeps its own."""
+    if accelerator is not None:
+        return PrecisionChoice(accelerator.mixed_precision, "the Accelerator passed to train_bptt"), accelerator
+    try:
+        precision = resolve_mixed_precision(args, model)
+    except ValueError as error:
+        raise TrainingSetupError(str(error)) from error
+    accelerator = make_accelerator(args, precision)
+    accelerator.print(f"Precision: {precision.reason}.")
+    return precision, accelerator
+
+
 def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model, tokenizer, dataset, dataset_name,
-                   callback, callbacks, accelerator) -> dict:
+                   callback, callbacks, accelerator, budget: TimeBudget | None) -> dict:
     """`train_bptt` once its options are checked: builds everything, takes `claim`, trains, and completes it."""
-    accelerator = accelerator or make_accelerator(args, model, model_args)
-    checkpoint = _checkpoint_to_resume(args, data_args, accelerator)
+    checkpoint = _checkpoint_to_resume(args, data_args)
     set_seed(args.seed)
-    dataset, dataset_name, tokenizer, model = _load_inputs(args, model_args, data_args, checkpoint, model, tokenizer,
-                                                           dataset, dataset_name)
+    dataset, dataset_name, tokenizer = _load_data(args, model_args, data_args, checkpoint, tokenizer, dataset,
+                                                  dataset_name)
+    sized = None
+    if budget is not None:
+        args, model_args, sized = size_bptt_run(budget, args, model_args, model, tokenizer, dataset["train"], checkpoint)
+    model = _checked_model(model, model_args, tokenizer, checkpoint)
+    precision, accelerator = _precision_and_accelerator(args, model, accelerator)
     streams = _token_streams(args, dataset, tokenizer, accelerator)
+    budget_callback = None
+    if budget is not None:
+        args, budget_callback = plan_bptt_budget(budget, args, model, streams, precision, accelerator, checkpoint,
+                                                 sized)
+        callbacks = [*callbacks, budget_callback]
     steps_per_epoch = math.ceil(streams.blocks_per_epoch / args.gradient_accumulation_steps)
     total_steps = args.max_steps if args.max_steps > 0 else math.ceil(args.num_train_epochs * steps_per_epoch)
     model.train()
@@ -278,6 +318,8 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
     hyperparameters = _hyperparameters(accelerator.unwrap_model(model), args, accelerator)
 
     claim.acquire(resumed_from=str(checkpoint) if checkpoint else None)  # the folder is this run's from here on
+    if budget_callback is not None and accelerator.is_main_process:
+        save_plan(args.output_dir, budget_callback)
     accelerator.wait_for_everyone()
     prompts = [sample_prompt_for(args.sample_prompt, dataset_name, dataset["validation"])]
     loop = BPTTLoop(args, accelerator, model, optimizer, scheduler, tokenizer, streams, total_steps, prompts, callback,
@@ -288,7 +330,10 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
         accelerator.init_trackers("runs", config={k: v for k, v in hyperparameters.items()
                                                   if isinstance(v, (int, float, str, bool))})
     loop.run()
-    summary = _finish(loop, dataset_name, hyperparameters, checkpoint)
+    about_the_run = {"precision": precision.as_dict()}
+    if budget_callback is not None:
+        about_the_run["time_budget"] = budget_callback.summary()
+    summary = _finish(loop, dataset_name, hyperparameters, checkpoint, about_the_run)
     claim.complete(loop.progress.step, summary["validation"]["bpc"])
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -296,8 +341,10 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
             "checkpoint": str(loop.last_checkpoint) if loop.last_checkpoint else None, **summary}
 
 
-def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint: Path | None) -> dict[str, Any]:
-    """The end of a run: final evaluation, samples, the saved model, summary, loss curve and log history."""
+def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint: Path | None,
+            about_the_run: dict[str, Any]) -> dict[str, Any]:
+    """The end of a run: final evaluation, samples, the saved model, summary (with `about_the_run`: precision, time
+    budget), loss curve and log history."""
     args, accelerator, progress, tokenizer = loop.args, loop.accelerator, loop.progress, loop.tokenizer
     validation = loop.evaluate("validation")
     loop.record_evaluation(validation)
@@ -311,6 +358,7 @@ def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint
         log_history=progress.log_history, resumed_from=str(checkpoint) if checkpoint else None,
         validation=validation, test=test, train_tokens_per_s=round(progress.tokens_seen / max(runtime, 1e-9), 1),
     )
+    summary.update(about_the_run)
     if accelerator.is_main_process:
         summary["samples"] = generate_samples(
             loop.unwrapped, tokenizer, loop.prompts, seed=args.seed, max_new_tokens=args.sample_length,

@@ -164,6 +164,9 @@ class DataArguments(CorpusArguments):
     sample_length: int = field(default=200, metadata={"help": "Tokens to generate per sample."})
 
 
+UNSET_DEFAULTS = {"per_device_train_batch_size": 64, "learning_rate": 2e-3}
+
+
 def _help(name: str, addition: str = "") -> dict[str, str]:
     """TrainingArguments' own help for `name`, and what this project adds to it."""
     return {"help": f"{_TRAINING_ARGUMENT_FIELDS[name].metadata.get('help', '')} {addition}".strip()}
@@ -176,15 +179,22 @@ _TRAINING_ARGUMENT_FIELDS = {spec.name: spec for spec in fields(TrainingArgument
 class CharRNNTrainingArguments(TrainingArguments):
     """
     `TrainingArguments` with the defaults of a char-level RNN on a CPU (transformers' own: learning rate 5e-5, no
-    evaluation, a log line every 500 steps, do not suit it), and early stopping. `save_steps` follows `eval_steps`
+    evaluation, a log line every 500 steps, do not suit it), early stopping, a wall-clock budget
+    (`max_train_minutes`) and bf16 chosen per run unless `bf16` or `no_bf16` decide. The batch size and learning rate left
+    unset (None) are sized to a budget when there is one, else 64 and 2e-3. `save_steps` follows `eval_steps`
     unless it is set (the best checkpoint must be an evaluated one); early stopping loads the best model at the end.
     """
 
     output_dir: str | None = field(default="outputs/charrnn", metadata=_help("output_dir"))
-    learning_rate: float = field(default=2e-3, metadata=_help("learning_rate"))
+    learning_rate: float | None = field(
+        default=None, metadata=_help("learning_rate", "(default: 2e-3; with --max_train_minutes, sized to the budget)")
+    )
     lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata=_help("lr_scheduler_type"))
     warmup_steps: float = field(default=0.02, metadata=_help("warmup_steps"))
-    per_device_train_batch_size: int = field(default=64, metadata=_help("per_device_train_batch_size"))
+    per_device_train_batch_size: int | None = field(
+        default=None,
+        metadata=_help("per_device_train_batch_size", "(default: 64; with --max_train_minutes, sized to the budget)"),
+    )
     per_device_eval_batch_size: int = field(default=64, metadata=_help("per_device_eval_batch_size"))
     eval_strategy: IntervalStrategy | str = field(default="steps", metadata=_help("eval_strategy"))
     eval_steps: float | None = field(default=200, metadata=_help("eval_steps"))
@@ -205,8 +215,34 @@ class CharRNNTrainingArguments(TrainingArguments):
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "How much the validation loss must drop to count as an improvement."}
     )
+    bf16: bool = field(
+        default=False,
+        metadata=_help("bf16", "Without --bf16 or --no_bf16 each run chooses: bf16 where this machine has the "
+                               "kernels and a short measurement at the start shows it faster, else fp32 (see "
+                               "hf_charrnn.precision)."),
+    )
+    no_bf16: bool = field(default=False, metadata={"help": "Train in fp32, without measuring bf16 first."})
+    max_train_minutes: float | None = field(
+        default=None,
+        metadata={"help": "A wall-clock budget for the whole run (loading, evaluations and saving included): the "
+                          "steps and the learning-rate schedule are planned from timing real steps, evaluation and "
+                          "checkpoints come a few times on the way, and the run stops in time with the model saved. "
+                          "Overrides --num_train_epochs, --eval_steps and --save_steps; --max_steps caps it."},
+    )
 
     def __post_init__(self):
+        # Options left unset: a time budget sizes them (hf_charrnn.sizing), anything else takes the defaults.
+        self.unset_options = {name for name, value in UNSET_DEFAULTS.items() if getattr(self, name) is None}
+        for name in self.unset_options:
+            setattr(self, name, UNSET_DEFAULTS[name])
+        if self.bf16 and self.no_bf16:
+            raise ValueError("--bf16 and --no_bf16 contradict each other: give one.")
+        # True: --bf16, False: --no_bf16, None: measured per run (hf_charrnn.precision).
+        self.precision_request = True if self.bf16 else (False if self.no_bf16 else None)
+        if self.bf16 and not torch.cuda.is_available():
+            self.use_cpu = True  # TrainingArguments' rule for bf16 without a GPU
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise ValueError(f"--max_train_minutes must be positive, got {self.max_train_minutes}.")
         if self.save_steps is None:
             self.save_steps = self.eval_steps if self.eval_steps is not None else self.logging_steps
         if self.early_stopping_patience is not None:

@@ -122,8 +122,10 @@ def plain_loop(model: nn.Module, stream: torch.Tensor, batch_size: int, seq_len:
 
 
 def trainer_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int, warmup_steps: int, steps: int,
-                 device: str, output_dir: str) -> tuple[dict, dict]:
-    """`hf_charrnn.trainer.train()` with evaluation, saving and logging off; returns (rate, training summary)."""
+                 device: str, output_dir: str, cli_logging: bool = True) -> tuple[dict, dict]:
+    """`hf_charrnn.trainer.train()` with evaluation, saving and samples off, and (with `cli_logging`) the logging
+    `hf-charrnn train` does during steps: a loss line every 10 steps, TensorBoard, the progress bar; returns (rate,
+    training summary)."""
 
     timer = StepTimes()
     training_args = CharRNNTrainingArguments(
@@ -134,9 +136,12 @@ def trainer_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int
         max_grad_norm=MAX_GRAD_NORM,
         eval_strategy="no",
         save_strategy="no",
-        logging_strategy="no",
-        logging_first_step=False,
-        report_to="none",
+        logging_strategy="steps" if cli_logging else "no",
+        logging_steps=10,
+        logging_first_step=cli_logging,
+        report_to="tensorboard" if cli_logging else "none",
+        disable_tqdm=not cli_logging,
+        no_bf16=True,  # the plain loops train in fp32
         use_cpu=device == "cpu",
     )
     data_args = DataArguments(dataset=dataset, block_size=seq_len, sample_every_steps=0, sample_length=1,
@@ -147,8 +152,9 @@ def trainer_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int
 
 
 def accelerate_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: int, warmup_steps: int, steps: int,
-                    device: str, output_dir: str) -> tuple[dict, dict]:
-    """`hf_charrnn.training_accelerate.train_bptt()` with evaluation, saving and logging off."""
+                    device: str, output_dir: str, cli_logging: bool = True) -> tuple[dict, dict]:
+    """`hf_charrnn.training_accelerate.train_bptt()` with evaluation, saving and samples off, and (with
+    `cli_logging`) the logging `hf-charrnn train-accelerate` does during steps."""
 
     timer = StepTimes()
     args = quiet_bptt_arguments(
@@ -159,9 +165,11 @@ def accelerate_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: 
         learning_rate=LEARNING_RATE,
         max_grad_norm=MAX_GRAD_NORM,
         cpu=device == "cpu",
-        logging_steps=0,
+        logging_steps=10 if cli_logging else 0,
         max_eval_tokens=seq_len,
     )
+    if cli_logging:
+        args.report_to, args.disable_tqdm = "tensorboard", False
     with contextlib.redirect_stdout(sys.stderr):
         summary = train_bptt(args, ModelArguments(**model_kwargs),
                              CorpusArguments(dataset=dataset, overwrite_output_dir=True), callback=timer)
@@ -175,7 +183,8 @@ def accelerate_path(dataset: str, model_kwargs: dict, batch_size: int, seq_len: 
 
 def run_training_benchmark(hidden_size: int = 512, num_layers: int = 2, embedding_dim: int = 128,
                            batch_size: int = 64, seq_len: int = 128, steps: int = 20, warmup_steps: int = 3,
-                           dataset: str = "shakespeare", device: str = "cpu", output_dir: str | None = None) -> dict:
+                           dataset: str = "shakespeare", device: str = "cpu", output_dir: str | None = None,
+                           cli_logging: bool = True) -> dict:
     """Measure the four paths (see the module docstring); returns the figures and the ratios to the plain loop."""
 
     model_kwargs = dict(cell_type="lstm", hidden_size=hidden_size, num_layers=num_layers, embedding_dim=embedding_dim,
@@ -215,10 +224,11 @@ def run_training_benchmark(hidden_size: int = 512, num_layers: int = 2, embeddin
                           charrnn=False, **shape)
         log(f"      {lstm['chars_per_s']} chars/s")
         log("[3/5] Trainer path (hf_charrnn.trainer.train)")
-        trainer, trainer_summary = trainer_path(dataset, model_kwargs, output_dir=str(root / "trainer"), **shape)
+        trainer, trainer_summary = trainer_path(dataset, model_kwargs, output_dir=str(root / "trainer"),
+                                                cli_logging=cli_logging, **shape)
         log(f"      {trainer['chars_per_s']} chars/s")
         log("[4/5] Accelerate stateful-BPTT path (hf_charrnn.training_accelerate.train_bptt)")
-        accelerate, bptt_summary = accelerate_path(dataset, model_kwargs, output_dir=str(root / "accelerate"),
+        accelerate, bptt_summary = accelerate_path(dataset, model_kwargs, output_dir=str(root / "accelerate"), cli_logging=cli_logging,
                                                    **shape)
         log(f"      {accelerate['chars_per_s']} chars/s")
         log("[5/5] plain PyTorch loop over CharRNNForCausalLM again (drift check)")
@@ -267,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding_dim", type=int, default=128)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--demo_recipe", action="store_true",
+                        help="the demo's shape: 2x256 LSTM, embedding 64, batches of 16 x 128 (overrides the above)")
+    parser.add_argument("--no_cli_logging", action="store_true",
+                        help="turn off the library paths' per-step logging, TensorBoard and progress bar")
     parser.add_argument("--dataset", default="shakespeare", help="as `hf-charrnn train --dataset`")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -276,10 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--steps and --warmup_steps must be at least 1.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.demo_recipe:
+        args.hidden_size, args.embedding_dim, args.batch_size, args.seq_len = 256, 64, 16, 128
     results = run_training_benchmark(
         hidden_size=args.hidden_size, num_layers=args.num_layers, embedding_dim=args.embedding_dim,
         batch_size=args.batch_size, seq_len=args.seq_len, steps=args.steps, warmup_steps=args.warmup_steps,
-        dataset=args.dataset, device=args.device, output_dir=args.output_dir,
+        dataset=args.dataset, device=args.device, output_dir=args.output_dir, cli_logging=not args.no_cli_logging,
     )
     print(json.dumps(results, indent=2))
     return 0

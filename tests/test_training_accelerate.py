@@ -253,16 +253,16 @@ def test_nan_loss_stops_naming_the_step_without_saving_after_it(tmp_path):
 
 def test_mixed_precision_is_checked_on_this_hardware(tmp_path):
     """bf16 where the recurrent kernels have it (a GRU on most CPUs); a clear error where they do not."""
-    from hf_charrnn.accelerator_setup import mixed_precision_works
+    from hf_charrnn.precision import bf16_kernels_work
 
     for cell_type in ("gru", "lstm"):
         model = tiny_model(cell_type=cell_type)
-        if mixed_precision_works("bf16", "cpu", cell_type):
+        if bf16_kernels_work("cpu", cell_type):
             summary = run(tmp_path / cell_type, model=model, max_steps=3, save_steps=0, mixed_precision="bf16")
             assert summary["hyperparameters"]["mixed_precision"] == "bf16"
             assert math.isfinite(summary["validation"]["loss"])
         else:
-            with pytest.raises(TrainingSetupError, match="mixed_precision='bf16' does not work"):
+            with pytest.raises(TrainingSetupError, match="bf16 does not work for lstm layers"):
                 run(tmp_path / cell_type, model=model, max_steps=3, mixed_precision="bf16")
 
 

@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall-clock budget, print its validation bits per character and a sample, and save it.",
     )
     parser.add_argument("--output_dir", default="outputs/shakespeare-demo", help="where the trained model goes")
-    parser.add_argument("--minutes", type=float, default=9.0, help="wall-clock budget for the whole run")
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget for the whole run (--max_train_minutes)")
     parser.add_argument("--max_steps", type=int, help="train exactly this many steps instead (ignores --minutes)")
     args = parser.parse_args(argv)
 

@@ -1,0 +1,106 @@
+"""Sized defaults: with `--max_train_minutes` and no model size, a model, batch and learning rate that fit the budget.
+
+The rule, and the measurements behind it (2-core CPU, the embedded Shakespeare corpus, `hf-charrnn train`):
+
+* **Batch and learning rate.** On a budget of minutes the number of updates matters more than their size: in
+  one-minute runs, 16 blocks of 128 characters at 5e-3 reached 2.80 bits per character where 32 x 256 at 3e-3 was
+  still at 3.44. Budgets up to `SHORT_BUDGET_MINUTES` take 16 x 128 at 5e-3 (the demo's recipe); longer ones the
+  command's defaults, 64 blocks at 2e-3, whose larger, smoother updates pay off over hours.
+* **Model size.** A larger model learns more per character it sees but sees fewer characters in the same time. The
+  rule takes the largest 2- or 3-layer LSTM of `CANDIDATES` that (a) will see at least `TOKENS_PER_PARAMETER`
+  training characters per parameter in the time the budget leaves for steps, its step timed here on the run's batch,
+  and (b) has no more parameters than the training text has characters: char-rnn's advice, since a model that can
+  store its corpus memorises it. The threshold is the demo's measurement: on the development machine its 2 x 256
+  LSTM (0.9 M parameters) sees about 8-10 characters per parameter in ten minutes and beat the default 2 x 512
+  (3.3 M parameters), which sees about a third of that; so a 10-minute budget there picks the demo's model. On a
+  faster machine or a longer budget the rule grows the model; on a small corpus the ceiling stops it.
+
+Explicit options always win: a given `--hidden_size`, `--num_layers`, `--embedding_dim`, batch size or learning rate
+is kept, and a model being fine-tuned keeps its shape. The choice and its reason go into the log and the summary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .configuration_charrnn import CharRNNConfig
+from .modeling_charrnn import CharRNNForCausalLM
+from .step_timing import training_step_seconds
+
+CANDIDATES = ((2, 128, 32), (2, 192, 48), (2, 256, 64), (2, 384, 96), (2, 512, 128), (3, 512, 128), (3, 768, 192))
+"""(num_layers, hidden_size, embedding_dim), smallest first."""
+TOKENS_PER_PARAMETER = 8
+SHORT_BUDGET_MINUTES = 60
+SHORT_BUDGET_RECIPE = dict(batch_size=16, learning_rate=5e-3)
+STEP_SHARE = 0.8
+"""Of the time the budget has left when sizing, the share that goes to steps (the rest: evaluations, saving)."""
+
+
+@dataclass(frozen=True)
+class SizedRecipe:
+    """What the rule chose (None: the option was given, or the model is fine-tuned) and why."""
+
+    num_layers: int | None
+    hidden_size: int | None
+    embedding_dim: int | None
+    batch_size: int | None
+    learning_rate: float | None
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def batch_and_learning_rate(minutes: float) -> dict:
+    """The batch (blocks or rows) and peak learning rate for a budget of `minutes` (see the module docstring)."""
+    return dict(SHORT_BUDGET_RECIPE) if minutes <= SHORT_BUDGET_MINUTES else dict(batch_size=64, learning_rate=2e-3)
+
+
+def _parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def choose_model_size(vocab_size: int, train_characters: int, step_seconds_available: float, batch_size: int,
+                      block_size: int, cell_type: str = "lstm", device=None) -> tuple[tuple[int, int, int], str]:
+    """The largest of `CANDIDATES` that passes both tests of the module docstring, timed here; and the reason (the
+    smallest when none passes)."""
+    chosen, reason = None, ""
+    for layers, hidden, embedding in CANDIDATES:
+        with torch.random.fork_rng(devices=[]):  # the run's model starts from the same random numbers as without
+            model = CharRNNForCausalLM(CharRNNConfig(vocab_size=vocab_size, cell_type=cell_type, hidden_size=hidden,
+                                                     num_layers=layers, embedding_dim=embedding))
+        parameters = _parameters(model)
+        if parameters > train_characters and chosen is not None:
+            break
+        step = training_step_seconds(model, batch_size, block_size, steps=1, device=device)
+        seen = step_seconds_available / step * batch_size * block_size
+        passes = seen >= TOKENS_PER_PARAMETER * parameters and parameters <= train_characters
+        if not passes and chosen is not None:
+            break
+        chosen = (layers, hidden, embedding)
+        reason = (f"{layers}x{hidden} ({parameters / 1e6:.2f} M parameters) sees about {seen / 1e6:.1f} M characters "
+                  f"in the budget ({seen / parameters:.0f} per parameter; the corpus has {train_characters / 1e6:.1f} "
+                  "M)" + ("" if passes else "; the smallest candidate"))
+        if not passes:
+            break
+    return chosen, reason
+
+
+def size_for_budget(minutes: float, seconds_left: float, model_args, given_batch: int | None,
+                    given_learning_rate: float | None, vocab_size: int, train_characters: int, block_size: int,
+                    device=None, model_given: bool = False) -> SizedRecipe:
+    """The sized defaults for what was not given (`given_*` None); the model size only for a new model (not
+    `model_given`, not fine-tuned) whose shape options are all unset."""
+    recipe = batch_and_learning_rate(minutes)
+    batch = None if given_batch else recipe["batch_size"]
+    learning_rate = None if given_learning_rate else recipe["learning_rate"]
+    shape_given = any(getattr(model_args, name) is not None for name in ("hidden_size", "num_layers", "embedding_dim"))
+    if model_given or model_args.model_name_or_path or shape_given:
+        why = "fine-tuning keeps the model's shape" if model_args.model_name_or_path else "the model size was given"
+        return SizedRecipe(None, None, None, batch, learning_rate, why)
+    (layers, hidden, embedding), reason = choose_model_size(
+        vocab_size, train_characters, seconds_left * STEP_SHARE, given_batch or batch, block_size,
+        model_args.cell_type or "lstm", device)
+    return SizedRecipe(layers, hidden, embedding, batch, learning_rate, reason)

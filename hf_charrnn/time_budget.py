@@ -1,0 +1,191 @@
+"""`--max_train_minutes`: a wall-clock budget for a whole training run, on either training path.
+
+A user's question is "how good a model do I get in N minutes on this machine?". The budget counts from the start of
+the run, so loading, tokenizing, the start-up measurements, the evaluations, the checkpoints and the final save are
+all inside it. Once the data and the model are ready, `plan_budget` turns what is left into a number of optimizer
+steps from timed real steps (`step_timing`): the learning-rate schedule (warm-up, cosine decay) is laid over exactly
+those steps, and `EVALUATIONS` evaluations (each followed by a checkpoint) are spread over them, the last at the end.
+What a run needs after its last step (the final evaluation, the test split, saving, samples) is reserved first.
+
+Machines drift, so `TimeBudgetCallback` also watches the clock: a run whose steps turn out slower than planned stops
+at the planned time with a checkpoint, the summary and the model saved, and says so. The plan is kept in the output
+folder (`budget_plan.json`), so a resumed run continues the same schedule and sized defaults, with the time the
+budget gives it anew.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+EVALUATIONS = 5
+"""Evaluations over a budgeted run (each followed by a checkpoint), the last one at its end."""
+PLANNING_MARGIN = 0.92
+"""The share of the time left for steps that the plan fills: the training loop adds a little per step (data, logging,
+callbacks) that a timed bare step does not show, and a busy machine varies."""
+FINISH_SECONDS = 5.0
+"""Fixed time reserved after the last step besides the final evaluation: writing the model, the summary, the plot."""
+CHECKPOINT_BYTES_PER_SECOND = 100e6
+"""A checkpoint writes the weights and the optimizer's two moments (12 bytes per parameter) at least this fast."""
+PACE_FROM_STEP, REPLAN_SHARE = 10, 0.1
+"""The plan is checked against the pace of the real steps from this session's `PACE_FROM_STEP`-th (the first ones
+pay for start-up) once `REPLAN_SHARE` of the planned steps are done (at least 50 more)."""
+PLAN_FILE = "budget_plan.json"
+
+
+@dataclass
+class TimeBudget:
+    """`minutes` of wall-clock time, counted from `started` (time.monotonic(); the start of the run)."""
+
+    minutes: float
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.minutes * 60
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """The steps that fit a budget, what they were planned from, and when training must stop at the latest."""
+
+    steps: int
+    step_seconds: float
+    evaluation_seconds: float
+    checkpoint_seconds: float
+    finish_seconds: float
+    stop_at: float  # time.monotonic() at which the last step must have ended
+
+    @property
+    def eval_every(self) -> int:
+        return max(1, math.ceil(self.steps / EVALUATIONS))
+
+    def describe(self, minutes: float) -> str:
+        return (f"Time budget {minutes:g} min: one training step takes {self.step_seconds * 1e3:.0f} ms here, an "
+                f"evaluation {self.evaluation_seconds:.1f} s; planned {self.steps} steps, evaluating and saving every "
+                f"{self.eval_every}.")
+
+    def as_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if key != "stop_at"}
+
+
+def checkpoint_seconds(num_parameters: int) -> float:
+    return 0.5 + 12 * num_parameters / CHECKPOINT_BYTES_PER_SECOND
+
+
+def plan_budget(budget: TimeBudget, step_seconds: float, evaluation_seconds: float, num_parameters: int,
+                max_steps: int = -1, final_evaluations: int = 1, planned_steps: int | None = None) -> BudgetPlan:
+    """The optimizer steps that fit what is left of `budget` (see the module docstring). `final_evaluations`: the
+    evaluations after the last step (validation, and test when it is scored); `max_steps` > 0 caps the plan;
+    `planned_steps` (a resumed run's plan) is kept as it is. Raises ValueError when not even a few steps fit."""
+    saving = checkpoint_seconds(num_parameters)
+    finish = final_evaluations * evaluation_seconds + saving + FINISH_SECONDS
+    along_the_way = (EVALUATIONS - 1) * (evaluation_seconds + saving)
+    available = budget.remaining() - finish - along_the_way
+    steps = planned_steps or int(available * PLANNING_MARGIN / step_seconds)
+    if steps < EVALUATIONS:
+        spent = budget.minutes * 60 - budget.remaining()
+        needed = (spent + finish + along_the_way + EVALUATIONS * step_seconds / PLANNING_MARGIN) / 60
+        raise ValueError(
+            f"--max_train_minutes {budget.minutes:g} leaves no time to train: {spent:.0f} s went to loading and "
+            f"setting up, and a step takes {step_seconds:.2f} s here. Give at least {max(1, math.ceil(needed))} "
+            f"minute{'s' if needed > 1 else ''}, or a "
+            "smaller model or batch."
+        )
+    if max_steps > 0:
+        steps = min(steps, max_steps)
+    return BudgetPlan(steps=steps, step_seconds=step_seconds, evaluation_seconds=evaluation_seconds,
+                      checkpoint_seconds=saving, finish_seconds=finish, stop_at=budget.deadline - finish)
+
+
+def saved_plan(output_dir: str | Path) -> dict | None:
+    """What a previous session of this run planned (`TimeBudgetCallback.summary()`; None: nothing there)."""
+    try:
+        plan = json.loads((Path(output_dir) / PLAN_FILE).read_text(encoding="utf-8"))
+        return plan if isinstance(plan, dict) and isinstance(plan.get("steps"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def save_plan(output_dir: str | Path, budget: TimeBudgetCallback) -> None:
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / PLAN_FILE).write_text(json.dumps(budget.summary(), indent=2) + "\n", encoding="utf-8")
+
+
+def rescale_schedule(scheduler, steps: int) -> bool:
+    """Lay a transformers learning-rate schedule (a LambdaLR of `functools.partial`s, possibly inside accelerate's
+    AcceleratedScheduler) over `steps` instead; False when it has no such length to change."""
+    inner = getattr(scheduler, "scheduler", scheduler)
+    lambdas = getattr(inner, "lr_lambdas", None) or []
+    if lambdas and all(getattr(f, "__name__", "") == "_get_constant_lambda" for f in lambdas):
+        return True  # transformers' constant schedule: no length to change
+    if not lambdas or not all(isinstance(f, functools.partial) and "num_training_steps" in f.keywords
+                              for f in lambdas):
+        return False
+    inner.lr_lambdas = [functools.partial(f.func, *f.args, **{**f.keywords, "num_training_steps": steps})
+                        for f in lambdas]
+    return True
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Keeps a run inside its budget. After `REPLAN_AFTER` real steps it re-plans from their measured pace (the loop's
+    data, logging, sampling and evaluations included, which a timed bare step does not show): when fewer steps fit
+    than planned, the learning-rate schedule is laid over the steps that fit, so the run still ends annealed. And at
+    `plan.stop_at` it stops whatever happened, with a checkpoint, so the final evaluation and saving fit in the
+    budget. Both training paths drive it (`on_step_end`)."""
+
+    def __init__(self, plan: BudgetPlan, minutes: float, sized=None, announce=logger.warning):
+        self.plan, self.minutes, self.sized, self.announce = plan, minutes, sized, announce
+        self.steps = plan.steps  # after re-planning, the steps that fit
+        self.stopped_at_step: int | None = None
+        self._first: tuple[float, int] | None = None  # (time, step) where the pace is measured from
+        self._session_steps = 0
+
+    def summary(self) -> dict:
+        """What training_summary.json (and budget_plan.json) record of the budget: the plan, the sized defaults
+        (`sizing.SizedRecipe`), the steps after re-planning, and the step the clock stopped the run at (None: it ran
+        as planned)."""
+        return {"max_train_minutes": self.minutes, **self.plan.as_dict(), "replanned_steps": self.steps,
+                "sized_defaults": self.sized.as_dict() if self.sized else None,
+                "stopped_early_at_step": self.stopped_at_step}
+
+    def _replan(self, state, lr_scheduler, now: float) -> None:
+        started, first_step = self._first
+        pace = (now - started) / (state.global_step - first_step)
+        pauses = max(0, EVALUATIONS - 1 - state.global_step // self.plan.eval_every) * (
+            self.plan.evaluation_seconds + self.plan.checkpoint_seconds)
+        fit = state.global_step + int((self.plan.stop_at - now - pauses) * PLANNING_MARGIN / pace)
+        if fit < self.steps and rescale_schedule(lr_scheduler, fit):
+            self.announce(f"Steps take {pace * 1e3:.0f} ms here, not the {self.plan.step_seconds * 1e3:.0f} ms "
+                          f"measured at the start: {fit} steps fit the budget instead of {self.steps}; the "
+                          "learning-rate schedule now ends there.")
+            self.steps = state.max_steps = fit
+
+    def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
+        now = time.monotonic()
+        self._session_steps += 1
+        if self._session_steps == PACE_FROM_STEP:
+            self._first = (now, state.global_step)
+        elif self._first and state.global_step - self._first[1] == max(50, int(REPLAN_SHARE * self.plan.steps)):
+            self._replan(state, lr_scheduler, now)
+        if state.global_step >= self.steps and self.steps < self.plan.steps:
+            control.should_training_stop = control.should_save = True
+        elif self.stopped_at_step is None and now >= self.plan.stop_at and state.global_step < self.steps:
+            self.stopped_at_step = state.global_step
+            control.should_training_stop = control.should_save = True
+            self.announce(f"The time budget is spent at step {state.global_step} of the {self.steps} planned: "
+                          "stopping here, saving and scoring the model.")
+        return control

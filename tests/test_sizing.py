@@ -1,0 +1,70 @@
+"""Sized defaults for a time budget (hf_charrnn.sizing): the rule's two tests, and explicit options always winning."""
+
+from __future__ import annotations
+
+import pytest
+
+from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn.bptt_args import BPTTArguments
+from hf_charrnn.sizing import (
+    CANDIDATES,
+    SHORT_BUDGET_MINUTES,
+    TOKENS_PER_PARAMETER,
+    batch_and_learning_rate,
+    choose_model_size,
+    size_for_budget,
+)
+from hf_charrnn.training_args import CharRNNTrainingArguments, ModelArguments
+
+
+def parameters(shape, vocab_size=60) -> int:
+    layers, hidden, embedding = shape
+    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=vocab_size, hidden_size=hidden, num_layers=layers,
+                                             embedding_dim=embedding))
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_short_budgets_take_small_fast_batches():
+    assert batch_and_learning_rate(10) == {"batch_size": 16, "learning_rate": 5e-3}
+    assert batch_and_learning_rate(SHORT_BUDGET_MINUTES + 1) == {"batch_size": 64, "learning_rate": 2e-3}
+
+
+def test_a_tiny_budget_takes_the_smallest_model():
+    shape, reason = choose_model_size(60, 10**9, step_seconds_available=0.01, batch_size=4, block_size=8)
+    assert shape == CANDIDATES[0] and "smallest" in reason
+
+
+def test_the_corpus_size_caps_the_model():
+    """With all the time in the world, the largest model with no more parameters than the corpus has characters."""
+    characters = parameters(CANDIDATES[3]) + 1
+    shape, reason = choose_model_size(60, characters, step_seconds_available=1e9, batch_size=2, block_size=4)
+    assert shape == CANDIDATES[3], reason
+    assert parameters(CANDIDATES[4]) > characters
+    assert f"the corpus has {characters / 1e6:.1f} M" in reason
+
+
+def test_the_characters_seen_cap_the_model():
+    """The chosen model sees at least TOKENS_PER_PARAMETER characters per parameter; the next one would not."""
+    seconds = 3.0
+    shape, reason = choose_model_size(60, 10**9, step_seconds_available=seconds, batch_size=8, block_size=32)
+    seen_per_parameter = float(reason.split("(")[2].split(" per parameter")[0])
+    assert shape == CANDIDATES[0] or seen_per_parameter >= TOKENS_PER_PARAMETER, reason
+
+
+def test_given_options_win():
+    sized = size_for_budget(10, 600, ModelArguments(hidden_size=64), 32, 1e-3, 60, 10**6, 64)
+    assert (sized.hidden_size, sized.batch_size, sized.learning_rate) == (None, None, None)
+    assert sized.reason == "the model size was given"
+    sized = size_for_budget(10, 600, ModelArguments(model_name_or_path="some/model"), None, None, 60, 10**6, 64)
+    assert sized.hidden_size is None and sized.reason == "fine-tuning keeps the model's shape"
+    assert (sized.batch_size, sized.learning_rate) == (16, 5e-3)
+
+
+@pytest.mark.parametrize("arguments, batch_name", [(CharRNNTrainingArguments, "per_device_train_batch_size"),
+                                                   (BPTTArguments, "batch_size")])
+def test_unset_batch_and_learning_rate_are_known_and_take_the_defaults(tmp_path, arguments, batch_name):
+    unset = arguments(output_dir=str(tmp_path))
+    assert unset.unset_options == {batch_name, "learning_rate"}
+    assert (getattr(unset, batch_name), unset.learning_rate) == (64, 2e-3)
+    given = arguments(output_dir=str(tmp_path), **{batch_name: 64})
+    assert given.unset_options == {"learning_rate"}
