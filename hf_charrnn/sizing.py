@@ -74,7 +74,7 @@ def choose_model_size(vocab_size: int, train_characters: int, step_seconds_avail
         parameters = _parameters(model)
         if parameters > train_characters and chosen is not None:
             break
-        step = training_step_seconds(model, batch_size, block_size, steps=1, device=device)
+        step = training_step_seconds(model, batch_size, block_size, steps=2, device=device)
         seen = step_seconds_available / step * batch_size * block_size
         passes = seen >= TOKENS_PER_PARAMETER * parameters and parameters <= train_characters
         if not passes and chosen is not None:

@@ -36,10 +36,28 @@ FINISH_SECONDS = 5.0
 """Fixed time reserved after the last step besides the final evaluation: writing the model, the summary, the plot."""
 CHECKPOINT_BYTES_PER_SECOND = 100e6
 """A checkpoint writes the weights and the optimizer's two moments (12 bytes per parameter) at least this fast."""
-PACE_FROM_STEP, REPLAN_SHARE = 10, 0.1
+PACE_FROM_STEP, REPLAN_SHARE = 10, 0.15
 """The plan is checked against the pace of the real steps from this session's `PACE_FROM_STEP`-th (the first ones
-pay for start-up) once `REPLAN_SHARE` of the planned steps are done (at least 50 more)."""
+pay for start-up) once `REPLAN_SHARE` of the planned steps are done (at least 50 more), before the first
+evaluation (at 1 / `EVALUATIONS` of them) would count in the pace."""
 PLAN_FILE = "budget_plan.json"
+
+
+_process_started: float | None = None
+
+
+def count_from_process_start() -> None:
+    """Let budgets count from the start of this process (time.monotonic() units): the `hf-charrnn` command calls it,
+    since Python's start-up and imports are part of the minutes its user waits for."""
+    global _process_started
+    import psutil  # accelerate's dependency
+
+    _process_started = time.monotonic() - max(0.0, time.time() - psutil.Process().create_time())
+
+
+def run_started() -> float:
+    """When a run that starts now began: the process's start for the `hf-charrnn` command, else now."""
+    return _process_started if _process_started is not None else time.monotonic()
 
 
 @dataclass
@@ -47,7 +65,7 @@ class TimeBudget:
     """`minutes` of wall-clock time, counted from `started` (time.monotonic(); the start of the run)."""
 
     minutes: float
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=run_started)
 
     @property
     def deadline(self) -> float:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -54,7 +53,7 @@ from .precision import PrecisionChoice
 from .reporting import generate_samples, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json
 from .bptt_budget import plan_bptt_budget, print_on_main_process, size_bptt_run
-from .time_budget import TimeBudget, save_plan
+from .time_budget import TimeBudget, run_started, save_plan
 from .trainer_utils import (
     TrainingSetupError,
     build_model,
@@ -129,7 +128,7 @@ def train_bptt(
     `TrainingDivergedError` for a NaN/inf loss or gradient (nothing is saved after that step), and
     `TrainingInterrupted` after SIGINT/SIGTERM saved a checkpoint.
     """
-    started = time.monotonic()  # a time budget counts from here
+    started = run_started()  # a time budget counts from here (from the process's start for the command)
     args = BPTTArguments() if args is None else args
     if not isinstance(args, BPTTArguments):
         raise TypeError(f"args must be BPTTArguments, not {type(args).__name__} (pass model_args=..., data_args=...).")

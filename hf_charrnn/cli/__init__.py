@@ -12,6 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from ..time_budget import count_from_process_start
 from .exit_codes import EXIT_BUG, EXIT_OK, EXIT_SIGINT, EXIT_USER_ERROR
 
 COMMANDS = {
@@ -77,6 +78,8 @@ def report_bug(error: BaseException) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command itself (not a call from Python code): a time budget counts from the process start
+        count_from_process_start()
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
