@@ -63,12 +63,12 @@ def plan_bptt_budget(budget: TimeBudget, args: BPTTArguments, model, streams: BP
         plan = plan_budget(budget, step * args.gradient_accumulation_steps, evaluation,
                            sum(p.numel() for p in model.parameters()), args.max_steps,
                            final_evaluations=1 + ("test" in streams.eval_sets),
-                           planned_steps=previous and previous["steps"])
+                           planned_steps=previous and previous["replanned_steps"])
     except ValueError as error:
         raise TrainingSetupError(str(error)) from error
     accelerator.print(plan.describe(budget.minutes))
     every = plan.eval_every
-    args = dataclasses.replace(args, max_steps=plan.steps, eval_steps=every if args.eval_steps else 0,
+    args = dataclasses.replace(args, max_steps=plan.ceiling, eval_steps=every if args.eval_steps else 0,
                                save_steps=every, logging_steps=max(1, min(args.logging_steps, every)),
                                sample_every_steps=every if args.sample_every_steps else 0)
     return args, TimeBudgetCallback(plan, budget.minutes, sized, announce=accelerator.print)

@@ -40,6 +40,9 @@ PACE_FROM_STEP, REPLAN_SHARE = 10, 0.15
 """The plan is checked against the pace of the real steps from this session's `PACE_FROM_STEP`-th (the first ones
 pay for start-up) once `REPLAN_SHARE` of the planned steps are done (at least 50 more), before the first
 evaluation (at 1 / `EVALUATIONS` of them) would count in the pace."""
+EXTENSION_LIMIT = 1.5
+"""Re-planning may find more steps fit than planned (a pessimistic start-up timing): up to this factor. The training
+loop is given that many steps, the schedule laid over the planned ones, and the budget's callback ends the run."""
 PLAN_FILE = "budget_plan.json"
 
 
@@ -85,6 +88,11 @@ class BudgetPlan:
     checkpoint_seconds: float
     finish_seconds: float
     stop_at: float  # time.monotonic() at which the last step must have ended
+    ceiling: int = 0  # the most steps re-planning may extend to (the training loop's own limit); 0: `steps`
+
+    def __post_init__(self):
+        if not self.ceiling:
+            object.__setattr__(self, "ceiling", self.steps)
 
     @property
     def eval_every(self) -> int:
@@ -96,7 +104,7 @@ class BudgetPlan:
                 f"{self.eval_every}.")
 
     def as_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key != "stop_at"}
+        return {key: value for key, value in asdict(self).items() if key not in ("stop_at", "ceiling")}
 
 
 def checkpoint_seconds(num_parameters: int) -> float:
@@ -122,17 +130,19 @@ def plan_budget(budget: TimeBudget, step_seconds: float, evaluation_seconds: flo
             f"minute{'s' if needed > 1 else ''}, or a "
             "smaller model or batch."
         )
+    ceiling = steps if planned_steps else math.ceil(steps * EXTENSION_LIMIT)
     if max_steps > 0:
-        steps = min(steps, max_steps)
+        steps, ceiling = min(steps, max_steps), min(ceiling, max_steps)
     return BudgetPlan(steps=steps, step_seconds=step_seconds, evaluation_seconds=evaluation_seconds,
-                      checkpoint_seconds=saving, finish_seconds=finish, stop_at=budget.deadline - finish)
+                      checkpoint_seconds=saving, finish_seconds=finish, stop_at=budget.deadline - finish,
+                      ceiling=ceiling)
 
 
 def saved_plan(output_dir: str | Path) -> dict | None:
     """What a previous session of this run planned (`TimeBudgetCallback.summary()`; None: nothing there)."""
     try:
         plan = json.loads((Path(output_dir) / PLAN_FILE).read_text(encoding="utf-8"))
-        return plan if isinstance(plan, dict) and isinstance(plan.get("steps"), int) else None
+        return plan if isinstance(plan, dict) and isinstance(plan.get("replanned_steps"), int) else None
     except (OSError, ValueError):
         return None
 
@@ -159,15 +169,17 @@ def rescale_schedule(scheduler, steps: int) -> bool:
 
 
 class TimeBudgetCallback(TrainerCallback):
-    """Keeps a run inside its budget. After `REPLAN_AFTER` real steps it re-plans from their measured pace (the loop's
-    data, logging, sampling and evaluations included, which a timed bare step does not show): when fewer steps fit
-    than planned, the learning-rate schedule is laid over the steps that fit, so the run still ends annealed. And at
-    `plan.stop_at` it stops whatever happened, with a checkpoint, so the final evaluation and saving fit in the
-    budget. Both training paths drive it (`on_step_end`)."""
+    """Keeps a run inside its budget. The training loop is given `plan.ceiling` steps and the learning-rate schedule
+    laid over `plan.steps` at the start. Once `REPLAN_SHARE` of them are done, it re-plans from the real steps' pace
+    (the loop's data, logging and sampling included, which a timed bare step does not show): the schedule is laid
+    over the steps that fit (fewer, or up to the ceiling more), so the run still ends annealed, and training ends
+    there. At `plan.stop_at` it stops whatever happened, with a checkpoint, so the final evaluation and saving fit in
+    the budget. Both training paths drive it (`on_train_begin`, `on_step_end`)."""
 
     def __init__(self, plan: BudgetPlan, minutes: float, sized=None, announce=logger.warning):
         self.plan, self.minutes, self.sized, self.announce = plan, minutes, sized, announce
         self.steps = plan.steps  # after re-planning, the steps that fit
+        self.rescalable = False
         self.stopped_at_step: int | None = None
         self._first: tuple[float, int] | None = None  # (time, step) where the pace is measured from
         self._session_steps = 0
@@ -180,17 +192,23 @@ class TimeBudgetCallback(TrainerCallback):
                 "sized_defaults": self.sized.as_dict() if self.sized else None,
                 "stopped_early_at_step": self.stopped_at_step}
 
-    def _replan(self, state, lr_scheduler, now: float) -> None:
+    def on_train_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+        self.rescalable = rescale_schedule(lr_scheduler, self.steps)
+
+    def _replan(self, args, state, lr_scheduler, now: float) -> None:
         started, first_step = self._first
         pace = (now - started) / (state.global_step - first_step)
         pauses = max(0, EVALUATIONS - 1 - state.global_step // self.plan.eval_every) * (
             self.plan.evaluation_seconds + self.plan.checkpoint_seconds)
         fit = state.global_step + int((self.plan.stop_at - now - pauses) * PLANNING_MARGIN / pace)
-        if fit < self.steps and rescale_schedule(lr_scheduler, fit):
-            self.announce(f"Steps take {pace * 1e3:.0f} ms here, not the {self.plan.step_seconds * 1e3:.0f} ms "
+        fit = max(state.global_step + 1, min(fit, self.plan.ceiling))
+        if fit != self.steps and self.rescalable and rescale_schedule(lr_scheduler, fit):
+            self.announce(f"Steps take {pace * 1e3:.0f} ms here, against the {self.plan.step_seconds * 1e3:.0f} ms "
                           f"measured at the start: {fit} steps fit the budget instead of {self.steps}; the "
                           "learning-rate schedule now ends there.")
-            self.steps = state.max_steps = fit
+            self.steps = fit
+            if state.is_world_process_zero:  # a resumed run continues this schedule
+                save_plan(args.output_dir, self)
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
         now = time.monotonic()
@@ -198,8 +216,8 @@ class TimeBudgetCallback(TrainerCallback):
         if self._session_steps == PACE_FROM_STEP:
             self._first = (now, state.global_step)
         elif self._first and state.global_step - self._first[1] == max(50, int(REPLAN_SHARE * self.plan.steps)):
-            self._replan(state, lr_scheduler, now)
-        if state.global_step >= self.steps and self.steps < self.plan.steps:
+            self._replan(args, state, lr_scheduler, now)
+        if state.global_step >= self.steps and self.steps < self.plan.ceiling:
             control.should_training_stop = control.should_save = True
         elif self.stopped_at_step is None and now >= self.plan.stop_at and state.global_step < self.steps:
             self.stopped_at_step = state.global_step

@@ -78,8 +78,8 @@ def plan_trainer_budget(budget: TimeBudget, model, blocks, precision: PrecisionC
     previous = saved_plan(training_args.output_dir) if checkpoint else None
     plan = plan_budget(budget, step * training_args.gradient_accumulation_steps, evaluation,
                        sum(p.numel() for p in model.parameters()), training_args.max_steps,
-                       final_evaluations=1 + ("test" in blocks), planned_steps=previous and previous["steps"])
-    training_args.max_steps = plan.steps
+                       final_evaluations=1 + ("test" in blocks), planned_steps=previous and previous["replanned_steps"])
+    training_args.max_steps = plan.ceiling  # the budget's callback ends the run at the steps that fit
     if training_args.eval_strategy != "no":
         training_args.eval_steps = training_args.save_steps = plan.eval_every
     training_args.logging_steps = max(1, min(int(training_args.logging_steps), plan.eval_every))

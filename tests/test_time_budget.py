@@ -4,6 +4,7 @@ the clock's stop, and whole runs of both paths that end inside their budget with
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -11,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import TrainerControl, TrainerState, get_scheduler
+from transformers import TrainerControl, TrainerState, TrainingArguments, get_scheduler
 
 from hf_charrnn.time_budget import (
     EVALUATIONS,
+    EXTENSION_LIMIT,
     FINISH_SECONDS,
     PLAN_FILE,
     PLANNING_MARGIN,
@@ -94,6 +96,33 @@ def test_the_clock_stops_training_with_a_checkpoint():
     assert callback.summary()["stopped_early_at_step"] == 7
 
 
+@pytest.mark.parametrize("seconds_left, expected", [(1000.0, 150), (0.45, None)])
+def test_replanning_lays_the_schedule_over_the_steps_that_fit(tmp_path, seconds_left, expected):
+    """The loop gets the ceiling, the schedule the plan; from the real pace the run extends (up to the ceiling) or
+    shrinks, the schedule follows, the plan file records it, and the run ends there."""
+    now = time.monotonic()
+    plan = BudgetPlan(steps=100, step_seconds=0.1, evaluation_seconds=0.0, checkpoint_seconds=0.0, finish_seconds=0,
+                      stop_at=now + seconds_left, ceiling=150)
+    callback = TimeBudgetCallback(plan, 1.0, announce=lambda message: None)
+    optimizer, scheduler = schedule("cosine", plan.ceiling)
+    args, state = TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerState(max_steps=150)
+    callback.on_train_begin(args, state, TrainerControl(), lr_scheduler=scheduler)
+    assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == 100
+    for step in range(1, 10 + 50 + 1):  # the pace is measured from the 10th step over 50 more
+        time.sleep(0.005)  # a 5 ms step: 0.3 s for the 60
+        state.global_step = step
+        control = callback.on_step_end(args, state, TrainerControl(), lr_scheduler=scheduler)
+    fitted = callback.steps
+    if expected is not None:
+        assert fitted == expected and not control.should_training_stop
+    else:
+        assert 60 < fitted < 100  # about 0.15 s left at 5 ms a step: fewer than planned
+        state.global_step = fitted
+        assert callback.on_step_end(args, state, TrainerControl(), lr_scheduler=scheduler).should_training_stop
+    assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == fitted
+    assert saved_plan(tmp_path)["replanned_steps"] == fitted
+
+
 def test_the_plan_is_kept_for_a_resumed_run(tmp_path):
     plan = BudgetPlan(steps=42, step_seconds=0.1, evaluation_seconds=1, checkpoint_seconds=1, finish_seconds=5,
                       stop_at=0.0)
@@ -117,7 +146,7 @@ def check_budgeted_run(output_dir: Path, minutes: float, wall: float) -> dict:
     budget = summary["time_budget"]
     assert wall <= minutes * 60 + 5, (wall, budget)  # the process, start-up included, within the budget
     assert summary["steps"] >= min(budget["steps"], budget["replanned_steps"]) * 0.5 or budget["stopped_early_at_step"]
-    assert summary["steps"] <= budget["steps"]
+    assert summary["steps"] <= budget["replanned_steps"] <= math.ceil(EXTENSION_LIMIT * budget["steps"])
     assert budget["sized_defaults"]["hidden_size"] is not None  # no shape given: sized
     assert json.loads((output_dir / PLAN_FILE).read_text())["steps"] == budget["steps"]
     assert list(output_dir.glob("checkpoint-*")), "no checkpoint"
