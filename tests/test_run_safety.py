@@ -245,7 +245,8 @@ def option_help(help_text: str) -> dict[str, str]:
 
 
 def test_help_shows_the_values_that_will_be_used_once_each():
-    for path, expected in (("train", "(default: 0.002)"), ("train-accelerate", "(default: 0.002)")):
+    sized = "(default: 2e-3; with --max_train_minutes, sized to the budget)"  # an unset option a budget sizes
+    for path, expected in (("train", sized), ("train-accelerate", sized)):
         result = hf_charrnn(path, "--help", env={"COLUMNS": "400"})
         assert result.returncode == 0
         options = option_help(result.stdout)
