@@ -40,9 +40,7 @@ def size_bptt_run(budget: TimeBudget, args: BPTTArguments, model_args, model, to
     changes = {name: getattr(sized, name) for name in ("batch_size", "learning_rate") if getattr(sized, name)}
     if changes:
         args = dataclasses.replace(args, **changes)
-    if sized.hidden_size is not None and model is None:
-        model_args = dataclasses.replace(model_args, num_layers=sized.num_layers, hidden_size=sized.hidden_size,
-                                         embedding_dim=sized.embedding_dim)
+    model_args = sized.model_arguments(model_args)  # unchanged for a model passed in (not sized)
     print_on_main_process(f"Sized for the budget: {sized.reason}.")
     return args, model_args, sized
 

@@ -21,7 +21,7 @@ is kept, and a model being fine-tuned keeps its shape. The choice and its reason
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
@@ -51,6 +51,13 @@ class SizedRecipe:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def model_arguments(self, model_args):
+        """`model_args` with the sized model shape filled in (unchanged when the shape was not sized)."""
+        if self.hidden_size is None:
+            return model_args
+        return replace(model_args, num_layers=self.num_layers, hidden_size=self.hidden_size,
+                       embedding_dim=self.embedding_dim)
 
 
 def batch_and_learning_rate(minutes: float) -> dict:

@@ -59,7 +59,7 @@ from .trainer_callback import (
     SampleCallback,
 )
 from .time_budget import TimeBudget, TimeBudgetCallback, save_plan
-from .trainer_budget import choose_trainer_precision, plan_trainer_budget, size_trainer_run, sized_model_arguments
+from .trainer_budget import choose_trainer_precision, plan_trainer_budget, size_trainer_run
 from .trainer_summary import save_and_summarize
 from .trainer_utils import (
     TrainingDivergedError,
@@ -334,7 +334,7 @@ def prepare_run(
     sized = budget and size_trainer_run(budget, model_args, training_args, tokenizer, blocks["train"], data_args,
                                         checkpoint)
     if sized:
-        model_args = sized_model_arguments(model_args, sized)
+        model_args = sized.model_arguments(model_args)
     model = build_model(model_args, tokenizer, checkpoint)
     precision = choose_trainer_precision(model, training_args, data_args)
     plan = budget and plan_trainer_budget(budget, model, blocks, precision, checkpoint, data_args, training_args)

@@ -4,7 +4,6 @@ budget (`hf_charrnn.time_budget`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 
@@ -50,14 +49,6 @@ def size_trainer_run(budget: TimeBudget, model_args: ModelArguments, training_ar
         training_args.learning_rate = sized.learning_rate
     logger.info("Sized for the budget: %s.", sized.reason)
     return sized
-
-
-def sized_model_arguments(model_args: ModelArguments, sized: SizedRecipe) -> ModelArguments:
-    """`model_args` with the sized model shape filled in (unchanged when the shape was given)."""
-    if sized.hidden_size is None:
-        return model_args
-    return dataclasses.replace(model_args, num_layers=sized.num_layers, hidden_size=sized.hidden_size,
-                               embedding_dim=sized.embedding_dim)
 
 
 def _validation_batches(blocks, data_args: DataArguments, training_args) -> int:
