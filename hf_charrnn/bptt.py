@@ -96,7 +96,8 @@ class BPTTLoop:
         self.progress_bar = None
         # The Trainer path's callback machinery: TrainerState, TrainerControl and the same TrainerCallbacks.
         self.state = TrainerState(max_steps=total_steps, is_local_process_zero=accelerator.is_local_main_process,
-                                  is_world_process_zero=accelerator.is_main_process)
+                                  is_world_process_zero=accelerator.is_main_process, logging_steps=args.logging_steps,
+                                  eval_steps=args.eval_steps, save_steps=args.save_steps)
         self.control = TrainerControl()
         self.sampler = SampleCallback(tokenizer, prompts[0], args.sample_every_steps, args.sample_length, args.seed,
                                       log_text=lambda text, step: accelerator.log({"samples": text}, step=step),

@@ -5,7 +5,9 @@ avx512_bf16 or AMX: 1.4-1.9x for a training step) and on recent GPUs, and much s
 missing altogether (oneDNN has no bf16 LSTM on many CPUs). So by default a run (`hf-charrnn train` and
 `train-accelerate` alike):
 
-1. uses fp32 where the device has no bf16 kernels for the model's cell (checked by running one);
+1. uses fp32 where the device has no bf16 kernels for the model's cell (checked by running one), or where the CPU
+   has no bf16 instructions (x86 without avx512_bf16 or AMX: autocast is emulated there, 2-13x slower for a GRU
+   step, so measuring it would only cost start-up time: 25 s for a 2x512 GRU);
 2. otherwise times a few real training steps of a copy of the model in both precisions (`step_timing`) and takes bf16
    only when it is at least `BF16_MIN_SPEEDUP` times faster.
 
@@ -16,6 +18,7 @@ it, else fp32. The choice and its reason go to the log and into training_summary
 
 from __future__ import annotations
 
+import platform
 from dataclasses import asdict, dataclass
 
 import torch
@@ -62,6 +65,17 @@ def bf16_kernels_work(device_type: str, cell_type: str = "lstm", dtype: torch.dt
     return True
 
 
+def cpu_has_bf16_instructions() -> bool | None:
+    """Whether this CPU computes in bf16 natively (x86: avx512_bf16 or AMX tiles); None where torch cannot tell (other
+    architectures, whose bf16 support varies: measure there)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return None
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not all(callable(probe) for probe in probes):
+        return None
+    return any(probe() for probe in probes)
+
+
 def unsupported_message(choice: str, cell_type: str, device_type: str) -> str:
     return (f"{choice} does not work for {cell_type} layers on this {device_type.upper()} (its recurrent kernels have "
             f"no such precision here); train in fp32 (--no_bf16), or leave the choice to the run.")
@@ -81,6 +95,9 @@ def choose_precision(model, requested: bool | None, batch_rows: int, block_size:
         return PrecisionChoice("bf16", "bf16 autocast: asked for (--bf16)")
     if not works:
         return PrecisionChoice("no", f"fp32: this {device_type.upper()} has no bf16 kernels for {cell_type} layers")
+    if device_type == "cpu" and cpu_has_bf16_instructions() is False:
+        return PrecisionChoice("no", "fp32: this CPU has no bf16 instructions (avx512_bf16 or AMX), so bf16 autocast "
+                                     "would be emulated and slower")
     if not single_process:
         bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
         reason = "several processes do not measure (they must agree): bf16 on GPUs that support it"

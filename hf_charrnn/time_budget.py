@@ -96,7 +96,7 @@ class BudgetPlan:
 
     @property
     def eval_every(self) -> int:
-        return max(1, math.ceil(self.steps / EVALUATIONS))
+        return evaluation_interval(self.steps)
 
     def describe(self, minutes: float) -> str:
         return (f"Time budget {minutes:g} min: one training step takes {self.step_seconds * 1e3:.0f} ms here, an "
@@ -105,6 +105,11 @@ class BudgetPlan:
 
     def as_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if key not in ("stop_at", "ceiling")}
+
+
+def evaluation_interval(steps: int) -> int:
+    """Evaluate (and save, and sample) every this many of `steps`: `EVALUATIONS` times in all."""
+    return max(1, math.ceil(steps / EVALUATIONS))
 
 
 def checkpoint_seconds(num_parameters: int) -> float:
@@ -173,11 +178,14 @@ class TimeBudgetCallback(TrainerCallback):
     laid over `plan.steps` at the start. Once `REPLAN_SHARE` of them are done, it re-plans from the real steps' pace
     (the loop's data, logging and sampling included, which a timed bare step does not show): the schedule is laid
     over the steps that fit (fewer, or up to the ceiling more), so the run still ends annealed, and training ends
-    there. At `plan.stop_at` it stops whatever happened, with a checkpoint, so the final evaluation and saving fit in
-    the budget. Both training paths drive it (`on_train_begin`, `on_step_end`)."""
+    there, with the evaluations, checkpoints and samples re-spaced over them (the TrainerState's intervals and
+    `sampler`'s, where they follow the plan's). At `plan.stop_at` it stops whatever happened, with a checkpoint, so
+    the final evaluation and saving fit in the budget. Both training paths drive it (`on_train_begin`,
+    `on_step_end`)."""
 
-    def __init__(self, plan: BudgetPlan, minutes: float, sized=None, announce=logger.warning):
+    def __init__(self, plan: BudgetPlan, minutes: float, sized=None, announce=logger.warning, sampler=None):
         self.plan, self.minutes, self.sized, self.announce = plan, minutes, sized, announce
+        self.sampler = sampler  # the run's SampleCallback: its interval is re-spaced with the evaluations
         self.steps = plan.steps  # after re-planning, the steps that fit
         self.rescalable = False
         self.stopped_at_step: int | None = None
@@ -205,10 +213,21 @@ class TimeBudgetCallback(TrainerCallback):
         if fit != self.steps and self.rescalable and rescale_schedule(lr_scheduler, fit):
             self.announce(f"Steps take {pace * 1e3:.0f} ms here, against the {self.plan.step_seconds * 1e3:.0f} ms "
                           f"measured at the start: {fit} steps fit the budget instead of {self.steps}; the "
-                          "learning-rate schedule now ends there.")
+                          f"learning-rate schedule now ends there, evaluating every {evaluation_interval(fit)}.")
+            self._respace(state, evaluation_interval(self.steps), evaluation_interval(fit))
             self.steps = fit
             if state.is_world_process_zero:  # a resumed run continues this schedule
                 save_plan(args.output_dir, self)
+
+    def _respace(self, state, planned: int, every: int) -> None:
+        """Evaluate, save and sample every `every` steps instead of `planned`, where those intervals follow the plan
+        (an interval the user set otherwise, or 0 for never, stays)."""
+        for name in ("eval_steps", "save_steps"):
+            if getattr(state, name) == planned:
+                setattr(state, name, every)
+        state.logging_steps = min(state.logging_steps, every) if state.logging_steps else 0
+        if self.sampler is not None and self.sampler.every_steps == planned:
+            self.sampler.every_steps = every
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
         now = time.monotonic()

@@ -157,14 +157,15 @@ class GracefulInterruptCallback(TrainerCallback):
 
 class BPTTFlowCallback(DefaultFlowCallback):
     """When the BPTT loop logs, evaluates and saves (what DefaultFlowCallback decides for the Trainer): every
-    `logging_steps`, `eval_steps` and `save_steps` (0: never), logging and saving also at the last step (the final
-    evaluation follows the loop). The same on every process: the decisions depend on the step only."""
+    `logging_steps`, `eval_steps` and `save_steps` (0: never; kept in the TrainerState, as the Trainer does, so a
+    time budget can re-space them), logging and saving also at the last step (the final evaluation follows the
+    loop). The same on every process: the decisions depend on the step only."""
 
     def on_step_end(self, args, state, control, **kwargs):
         step, last = state.global_step, state.global_step >= state.max_steps
-        control.should_log = bool(args.logging_steps) and (step % args.logging_steps == 0 or last)
-        control.should_evaluate = bool(args.eval_steps) and step % args.eval_steps == 0 and not last
-        control.should_save = bool(args.save_steps) and (step % args.save_steps == 0 or last)
+        control.should_log = bool(state.logging_steps) and (step % state.logging_steps == 0 or last)
+        control.should_evaluate = bool(state.eval_steps) and step % state.eval_steps == 0 and not last
+        control.should_save = bool(state.save_steps) and (step % state.save_steps == 0 or last)
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):

@@ -323,6 +323,8 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
     prompts = [sample_prompt_for(args.sample_prompt, dataset_name, dataset["validation"])]
     loop = BPTTLoop(args, accelerator, model, optimizer, scheduler, tokenizer, streams, total_steps, prompts, callback,
                     callbacks)
+    if budget_callback is not None:
+        budget_callback.sampler = loop.sampler
     if checkpoint is not None:
         loop.restore(checkpoint)
     if args.report_to == "tensorboard":

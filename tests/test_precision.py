@@ -3,12 +3,22 @@ paths actually training in what they report."""
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
 from hf_charrnn.cli.train import main as train_main
-from hf_charrnn.precision import BF16_MIN_SPEEDUP, bf16_kernels_work, choose_precision, decide_from_timings
+from hf_charrnn.precision import (
+    BF16_MIN_SPEEDUP,
+    bf16_kernels_work,
+    choose_precision,
+    cpu_has_bf16_instructions,
+    decide_from_timings,
+    measured_choice,
+)
 from hf_charrnn.trainer import train
 from hf_charrnn.trainer_utils import TrainingSetupError
 from hf_charrnn.training_accelerate import train_bptt
@@ -49,15 +59,35 @@ def test_the_measured_choice_follows_its_own_measurement():
     model = tiny("gru")
     before = [p.detach().clone() for p in model.parameters()]
     random_state = torch.random.get_rng_state()
-    choice = choose_precision(model, None, 64, 128, "cpu")
+    if not bf16_kernels_work("cpu", "gru"):
+        pytest.skip("this CPU has no bf16 GRU kernels to time")
+    choice = measured_choice(model, 16, 32, "cpu")
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters())), "the measurement trained the model"
     assert torch.equal(torch.random.get_rng_state(), random_state), "the measurement moved the random state"
-    if not bf16_kernels_work("cpu", "gru"):
-        assert choice.mixed_precision == "no" and "no bf16 kernels" in choice.reason
-        return
     speedup = choice.fp32_ms_per_step / choice.bf16_ms_per_step
     assert choice.bf16 == (speedup >= BF16_MIN_SPEEDUP), choice
     assert choose_precision(model, None, 64, 128, "cpu", single_process=False).mixed_precision == "no"  # no GPU
+
+
+def cpuinfo_flags() -> set[str] | None:
+    try:
+        line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return set(line.split(":", 1)[1].split())
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or cpuinfo_flags() is None, reason="reads x86 Linux CPU flags")
+def test_a_cpu_without_bf16_instructions_is_not_measured():
+    """The screen agrees with the kernel's CPU flags, and a CPU without them gets fp32 without timing anything."""
+    native = bool({"avx512_bf16", "amx_bf16"} & cpuinfo_flags())
+    assert cpu_has_bf16_instructions() == native
+    choice = choose_precision(tiny("gru"), None, 64, 128, "cpu")
+    if not native:
+        assert choice.mixed_precision == "no" and choice.fp32_ms_per_step is None, choice
+        assert "no bf16 instructions" in choice.reason or "no bf16 kernels" in choice.reason
+    else:
+        assert choice.fp32_ms_per_step is not None or "no bf16 kernels" in choice.reason, choice
 
 
 def autocast_seen(model) -> list[bool]:

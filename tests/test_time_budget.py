@@ -29,6 +29,7 @@ from hf_charrnn.time_budget import (
     save_plan,
     saved_plan,
 )
+from hf_charrnn.trainer_callback import SampleCallback
 
 REPO = Path(__file__).resolve().parents[1]
 PLAY = "shakespeare:the-comedy-of-errors"
@@ -99,13 +100,17 @@ def test_the_clock_stops_training_with_a_checkpoint():
 @pytest.mark.parametrize("seconds_left, expected", [(1000.0, 150), (0.45, None)])
 def test_replanning_lays_the_schedule_over_the_steps_that_fit(tmp_path, seconds_left, expected):
     """The loop gets the ceiling, the schedule the plan; from the real pace the run extends (up to the ceiling) or
-    shrinks, the schedule follows, the plan file records it, and the run ends there."""
+    shrinks, the schedule follows, the evaluations, checkpoints and samples are spread over it (still EVALUATIONS
+    in all; an interval the user set stays), the plan file records it, and the run ends there."""
     now = time.monotonic()
     plan = BudgetPlan(steps=100, step_seconds=0.1, evaluation_seconds=0.0, checkpoint_seconds=0.0, finish_seconds=0,
                       stop_at=now + seconds_left, ceiling=150)
-    callback = TimeBudgetCallback(plan, 1.0, announce=lambda message: None)
+    sampler = SampleCallback(tokenizer=None, every_steps=plan.eval_every)
+    callback = TimeBudgetCallback(plan, 1.0, announce=lambda message: None, sampler=sampler)
     optimizer, scheduler = schedule("cosine", plan.ceiling)
-    args, state = TrainingArguments(output_dir=str(tmp_path), report_to="none"), TrainerState(max_steps=150)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    state = TrainerState(max_steps=150, eval_steps=plan.eval_every, save_steps=plan.eval_every, logging_steps=50)
+    assert plan.eval_every == 20
     callback.on_train_begin(args, state, TrainerControl(), lr_scheduler=scheduler)
     assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == 100
     for step in range(1, 10 + 50 + 1):  # the pace is measured from the 10th step over 50 more
@@ -121,6 +126,25 @@ def test_replanning_lays_the_schedule_over_the_steps_that_fit(tmp_path, seconds_
         assert callback.on_step_end(args, state, TrainerControl(), lr_scheduler=scheduler).should_training_stop
     assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == fitted
     assert saved_plan(tmp_path)["replanned_steps"] == fitted
+    every = math.ceil(fitted / EVALUATIONS)
+    assert (state.eval_steps, state.save_steps, sampler.every_steps) == (every, every, every)
+    assert state.logging_steps == min(50, every)
+
+
+def test_replanning_keeps_intervals_that_do_not_follow_the_plan(tmp_path):
+    plan = BudgetPlan(steps=100, step_seconds=0.1, evaluation_seconds=0.0, checkpoint_seconds=0.0, finish_seconds=0,
+                      stop_at=time.monotonic() + 1000, ceiling=150)
+    sampler = SampleCallback(tokenizer=None, every_steps=0)
+    callback = TimeBudgetCallback(plan, 1.0, announce=lambda message: None, sampler=sampler)
+    optimizer, scheduler = schedule("cosine", plan.ceiling)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    state = TrainerState(max_steps=150, eval_steps=0, save_steps=7, logging_steps=0)
+    callback.on_train_begin(args, state, TrainerControl(), lr_scheduler=scheduler)
+    for step in range(1, 61):
+        state.global_step = step
+        callback.on_step_end(args, state, TrainerControl(), lr_scheduler=scheduler)
+    assert callback.steps == 150  # re-planned (extended) ...
+    assert (state.eval_steps, state.save_steps, state.logging_steps, sampler.every_steps) == (0, 7, 0, 0)  # ... alone
 
 
 def test_the_plan_is_kept_for_a_resumed_run(tmp_path):
