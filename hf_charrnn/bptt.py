@@ -164,7 +164,7 @@ class BPTTLoop:
             disable=self.args.disable_tqdm or not self.accelerator.is_local_main_process,
         )
         started = time.perf_counter() - self.progress.train_runtime_s
-        rows = self.streams.rows.to(self.accelerator.device)
+        rows = self.streams.rows  # compact (uint8/uint16) on the host; each block is converted as it is used
         # The Trainer path's Ctrl-C/SIGTERM handling; its stop is agreed by all processes below, not set per process.
         interrupt = GracefulInterruptCallback()
         interrupt.install()
@@ -225,8 +225,9 @@ class BPTTLoop:
         """One of `micro` batches of a step: the next `block_size` tokens of every row from the carried state, the
         gradients synchronized after the `last` one; returns the batch's loss (averaged over processes)."""
         start = self.progress.block * self.args.block_size
-        inputs = rows[:, start : start + self.args.block_size]
-        targets = rows[:, start + 1 : start + 1 + self.args.block_size]
+        device = self.accelerator.device
+        inputs = rows[:, start : start + self.args.block_size].to(device, torch.long)
+        targets = rows[:, start + 1 : start + 1 + self.args.block_size].to(device, torch.long)
         sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
         with sync:
             with self.accelerator.autocast():

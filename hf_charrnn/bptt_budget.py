@@ -13,7 +13,7 @@ from .bptt_args import BPTTArguments
 from .sizing import SizedRecipe, size_for_budget
 from .step_timing import evaluation_step_seconds, training_step_seconds
 from .time_budget import TimeBudget, TimeBudgetCallback, plan_budget, saved_plan
-from .trainer_utils import TrainingSetupError
+from .trainer_utils import TrainingSetupError, training_texts
 
 
 def print_on_main_process(*values) -> None:
@@ -31,7 +31,7 @@ def size_bptt_run(budget: TimeBudget, args: BPTTArguments, model_args, model, to
         sized = SizedRecipe(**previous["sized_defaults"])
     else:
         unset = getattr(args, "unset_options", set())
-        characters = sum(len(text) + 1 for text in train_split["text"])
+        characters = sum(len(text) + 1 for text in training_texts(train_split))
         sized = size_for_budget(budget.minutes, budget.remaining(), model_args,
                                 None if "batch_size" in unset else args.batch_size,
                                 None if "learning_rate" in unset else args.learning_rate,

@@ -33,13 +33,17 @@ import torch
 from datasets import (
     Dataset,
     DatasetDict,
+    Features,
     IterableDataset,
     IterableDatasetDict,
+    List,
+    Value,
     load_dataset,
     load_from_disk,
 )
 
-from . import text_files
+from . import text_files, text_pieces
+from .token_encoding import encode_batch, id_dtype
 
 # ----------------------------------------------------------------------------------
 # Splitting a text
@@ -110,6 +114,10 @@ def load_text_files(
         raise ValueError("validation_fraction needs streaming=False; "
                          "for streaming, pass validation_file=... instead.")
     builder = text_files.builder_of_files([f for files in data_files.values() for f in files], "data")
+    if builder == "text" and sample_by == "document" and not streaming:
+        data = _text_file_pieces(data_files, validation_fraction, seed, cache_dir)
+        _check_not_empty(data)
+        return data
     if builder == "text":
         data = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True,
                             streaming=streaming, cache_dir=cache_dir)
@@ -124,6 +132,18 @@ def load_text_files(
     if not streaming:
         _check_not_empty(data)
     return data
+
+
+def _text_file_pieces(data_files: dict[str, list[str]], validation_fraction: float | None, seed: int,
+                      cache_dir) -> DatasetDict:
+    """Text files read in bounded pieces (`hf_charrnn.text_pieces`), validation held out from them when asked."""
+    data = DatasetDict({split: text_pieces.load_pieces(files, cache_dir=cache_dir)
+                        for split, files in data_files.items()
+                        if not (split == "train" and validation_fraction is not None)})
+    if validation_fraction is not None:
+        data["train"], data["validation"] = text_pieces.split_files(data_files["train"], validation_fraction, seed,
+                                                                    cache_dir)
+    return DatasetDict({split: data[split] for split in ("train", "validation", "test") if split in data})
 
 
 _SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"}
@@ -222,6 +242,51 @@ def split_validation(ds: Dataset, fraction: float, seed: int = 0,
     return train, validation.filter(_has_text)
 
 
+STREAM_WINDOW_CHARACTERS = 10_000
+STREAM_HOLD_OUT_EVERY = 20
+STREAM_VALIDATION_CHARACTERS = 1_000_000
+
+
+def hold_out_stream(ds: IterableDataset, every: int = STREAM_HOLD_OUT_EVERY,
+                    window: int = STREAM_WINDOW_CHARACTERS,
+                    max_characters: int = STREAM_VALIDATION_CHARACTERS) -> tuple[IterableDataset, IterableDataset]:
+    """Train and validation from one stream (nothing else to hold out from when a corpus is larger than the disk):
+    its rows, in order, fall into windows of about `window` characters, and every `every`-th window (the
+    `every`-th, the `2 * every`-th, ...) is validation until it holds `max_characters`; every other row trains. Both
+    parts read the stream from its start and decide row by row alike; validation stops reading once it is full, so it
+    is finite however long the stream. A stream shorter than `every` windows has no validation (see
+    `check_stream_validation`)."""
+    options = {"source": ds, "every": every, "window": window, "max_characters": max_characters}
+    features = Features({"text": Value("string")})
+    return (IterableDataset.from_generator(_stream_part, features=features, gen_kwargs={**options, "held_out": False}),
+            IterableDataset.from_generator(_stream_part, features=features, gen_kwargs={**options, "held_out": True}))
+
+
+def _stream_part(source, every: int, window: int, max_characters: int, held_out: bool):
+    position = held = 0
+    for row in source:
+        text = row["text"]
+        validation = held < max_characters and (position // window) % every == every - 1
+        position += len(text)
+        if validation:
+            held += len(text)
+        if validation == held_out:
+            yield {"text": text}
+        elif held_out and held >= max_characters:
+            return
+
+
+def check_stream_validation(validation: IterableDataset, every: int = STREAM_HOLD_OUT_EVERY,
+                            window: int = STREAM_WINDOW_CHARACTERS) -> None:
+    """A clear error when `hold_out_stream` found nothing to hold out (it reads up to the first held-out window)."""
+    if next(iter(validation), None) is None:
+        raise ValueError(
+            f"The training stream is too short to hold validation out of it (1 window in {every} of {window:,} "
+            f"characters: it needs more than {every * window - window:,}): give --validation_file, or train without "
+            "--streaming (--validation_split_fraction then holds a share of it out)."
+        )
+
+
 def _has_text(row: dict) -> bool:
     return len(row["text"]) > 0
 
@@ -244,19 +309,24 @@ def _check_not_empty(data: DatasetDict) -> None:
 # ----------------------------------------------------------------------------------
 
 def _tokenize_batch(batch: dict, tokenizer, eos_id: int | None) -> dict:
-    ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-    if eos_id is not None:
-        ids = [seq + [eos_id] for seq in ids]
-    return {"input_ids": ids}
+    return {"input_ids": encode_batch(tokenizer, batch["text"], eos_id, batch.get("document_end"))}
 
 
-def _tokenize_and_group_batch(batch: dict, tokenizer, eos_id: int | None, block_size: int) -> dict:
-    """Tokenize a batch of documents, concatenate, cut into full blocks (rest dropped)."""
-    ids = _tokenize_batch(batch, tokenizer, eos_id)["input_ids"]
-    flat = [token for seq in ids for token in seq]
-    usable = len(flat) // block_size * block_size
-    blocks = [flat[i : i + block_size] for i in range(0, usable, block_size)]
-    return {"input_ids": blocks, "labels": [list(b) for b in blocks]}
+def _tokenize_and_group_batch(batch: dict, tokenizer, eos_id: int | None, block_size: int,
+                              as_lists: bool = False) -> dict:
+    """Tokenize a batch of documents, concatenate, cut into full blocks (rest dropped): arrays for the Arrow cache,
+    no Python ints; `as_lists` for a streaming data set, whose rows reach the collator as returned."""
+    ids = encode_batch(tokenizer, batch["text"], eos_id, batch.get("document_end"))
+    flat = np.concatenate(ids) if ids else np.zeros(0, dtype=id_dtype(len(tokenizer)))
+    blocks = flat[: len(flat) // block_size * block_size].reshape(-1, block_size)
+    if as_lists:
+        blocks = blocks.tolist()
+    return {"input_ids": blocks, "labels": blocks}
+
+
+def _id_features(tokenizer, columns: Sequence[str]) -> Features:
+    """Token-id columns stored as compactly as the vocabulary allows (`token_encoding.id_dtype`)."""
+    return Features({name: List(Value(id_dtype(len(tokenizer)).name)) for name in columns})
 
 
 def _eos_id(tokenizer, add_eos: bool) -> int | None:
@@ -301,9 +371,9 @@ def _group_split(ds, tokenizer, block_size, num_proc, add_eos, batch_size, split
                   fn_kwargs={"tokenizer": tokenizer, "eos_id": _eos_id(tokenizer, add_eos),
                              "block_size": block_size})
     if isinstance(ds, IterableDataset):
-        return ds.map(_tokenize_and_group_batch, **kwargs)
-    grouped = ds.map(_tokenize_and_group_batch, num_proc=num_proc,
-                     desc=f"Tokenizing {split} into blocks of {block_size}", **kwargs)
+        return ds.map(_tokenize_and_group_batch, **{**kwargs, "fn_kwargs": {**kwargs["fn_kwargs"], "as_lists": True}})
+    grouped = ds.map(_tokenize_and_group_batch, num_proc=num_proc, features=_id_features(tokenizer, ("input_ids",
+                     "labels")), desc=f"Tokenizing {split} into blocks of {block_size}", **kwargs)
     if len(grouped) == 0:
         raise ValueError(
             f"{f'The {split!r} split' if split else 'The data set'} yields no block of "
@@ -314,16 +384,21 @@ def _group_split(ds, tokenizer, block_size, num_proc, add_eos, batch_size, split
 
 
 def tokenize_stream(dataset: Dataset, tokenizer, add_eos: bool = True,
-                    num_proc: int | None = None) -> torch.Tensor:
+                    num_proc: int | None = None, compact: bool = False) -> torch.Tensor:
     """All documents of ``dataset`` tokenized and concatenated (``<eos>`` after each) into
-    one 1-D LongTensor, for :func:`stream_blocks`. Cached by datasets' fingerprints."""
+    one 1-D LongTensor, for :func:`stream_blocks`. Cached by datasets' fingerprints.
+    ``compact``: in the smallest unsigned type of the vocabulary instead (``torch.uint8``
+    or ``torch.uint16``: 1-2 bytes a token, not 8), for a consumer that converts per block."""
     tokenized = dataset.map(
         _tokenize_batch, batched=True, remove_columns=_column_names(dataset), num_proc=num_proc,
+        features=_id_features(tokenizer, ("input_ids",)),
         fn_kwargs={"tokenizer": tokenizer, "eos_id": _eos_id(tokenizer, add_eos)},
         desc="Tokenizing",
     )
-    pieces = [np.asarray(seq, dtype=np.int64) for seq in tokenized["input_ids"]]
-    return torch.from_numpy(np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64))
+    chunks = tokenized.data.column("input_ids").chunks
+    flat = np.concatenate([chunk.flatten().to_numpy(zero_copy_only=False) for chunk in chunks]) if chunks else (
+        np.zeros(0, dtype=id_dtype(len(tokenizer))))
+    return torch.from_numpy(flat if compact else flat.astype(np.int64))
 
 
 # ----------------------------------------------------------------------------------
@@ -332,8 +407,9 @@ def tokenize_stream(dataset: Dataset, tokenizer, add_eos: bool = True,
 
 def batchify(token_ids, batch_size: int) -> torch.Tensor:
     """Lay a 1-D token stream out as ``batch_size`` contiguous rows: row ``r`` holds
-    tokens ``[r * n, (r + 1) * n)`` with ``n = len // batch_size`` (the rest is dropped)."""
-    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    tokens ``[r * n, (r + 1) * n)`` with ``n = len // batch_size`` (the rest is dropped).
+    A tensor keeps its type (a compact stream stays compact); anything else becomes int64."""
+    ids = (token_ids if isinstance(token_ids, torch.Tensor) else torch.as_tensor(token_ids, dtype=torch.long)).flatten()
     n = ids.numel() // batch_size
     if batch_size < 1 or n < 2:
         raise ValueError(
@@ -376,6 +452,8 @@ __all__ = [
     "load_text_files",
     "load_named_dataset",
     "split_validation",
+    "hold_out_stream",
+    "check_stream_validation",
     "tokenize_and_group",
     "tokenize_stream",
     "batchify",

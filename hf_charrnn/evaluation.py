@@ -32,8 +32,11 @@ import contextlib
 import math
 from importlib import resources
 
+import numpy as np
 import torch
 from torch.nn import functional as F
+
+from .token_encoding import encode_batch
 
 LN2 = math.log(2.0)
 DEFAULT_CHUNK_LENGTH = 1024
@@ -206,36 +209,37 @@ def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents:
     """
     The token stream of a data set split as evaluation scores it: `<eos>`, then every document's tokens followed by
     `<eos>` (as `hf_charrnn.data.tokenize_stream` lays out training data). Returns `(token_ids, characters)` where
-    `characters` is what the predicted tokens cover: all document characters plus one per `<eos>`.
+    `characters` is what the predicted tokens cover: all document characters plus one per `<eos>`. Rows that are
+    pieces of a document (`hf_charrnn.text_pieces`: a `document_end` column) get `<eos>` only after its last piece.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("Scoring a data set needs a tokenizer with an eos token (the document separator).")
-    pieces, characters, documents = [torch.tensor([eos], dtype=torch.long)], 0, 0
+    pieces, characters, documents = [np.asarray([eos], dtype=np.int64)], 0, 0
     batch: list[str] = []
+    ends: list[bool] = []
 
     def flush():
-        if not batch:
-            return
-        for seq in tokenizer(batch, add_special_tokens=False)["input_ids"]:
-            pieces.append(torch.tensor(seq + [eos], dtype=torch.long))
+        pieces.extend(encode_batch(tokenizer, batch, eos, ends))
         batch.clear()
+        ends.clear()
 
     for row in dataset:
         if max_documents is not None and documents >= max_documents:
             break
         if text_column not in row:
             raise ValueError(f"The data set has no column {text_column!r}; its columns are {list(row)}.")
-        text = row[text_column]
+        text, end = row[text_column], row.get("document_end", True)
         batch.append(text)
-        characters += len(text) + 1
-        documents += 1
+        ends.append(end)
+        characters += len(text) + end
+        documents += end
         if len(batch) >= 256:
             flush()
     flush()
-    if documents == 0:
+    if characters == 0:
         raise ValueError("The data set split is empty: there is nothing to score.")
-    return torch.cat(pieces), characters
+    return torch.from_numpy(np.concatenate(pieces).astype(np.int64)), characters
 
 
 def evaluate_dataset(

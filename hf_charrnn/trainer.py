@@ -127,10 +127,11 @@ class CharRNNTrainer(Trainer):
         return output
 
 
-def _count_ratio(tokenizer, texts: list[str]) -> tuple[int, int]:
+def _count_ratio(tokenizer, texts) -> tuple[int, int]:
     """(tokens, characters) of `texts` as the data layer lays them out (one <eos> after each document)."""
     if is_char_tokenizer(tokenizer):
         return 1, 1
+    texts = list(texts)
     tokens = sum(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     characters = sum(len(text) + 1 for text in texts)
     return tokens, max(characters, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -120,12 +121,10 @@ def load_raw_data(data_args: CorpusArguments, seed: int = 0):
     if data_args.validation_file and not data_args.train_file:
         raise ValueError("--validation_file needs --train_file (the training text) as well.")
     if data_args.train_file:
-        if streaming and not data_args.validation_file:
-            raise ValueError("--streaming with --train_file needs --validation_file (no split can be held out lazily).")
         splits = data.load_text_files(
             data_args.train_file,
             validation_file=data_args.validation_file,
-            validation_fraction=None if data_args.validation_file else fraction,
+            validation_fraction=None if data_args.validation_file or streaming else fraction,
             seed=seed,
             streaming=streaming,
             sample_by="line" if streaming else "document",
@@ -137,6 +136,12 @@ def load_raw_data(data_args: CorpusArguments, seed: int = 0):
                              validation_fraction=None if streaming else fraction, seed=seed)
     if "train" not in splits:
         raise ValueError(f"The data has no 'train' split; its splits are {sorted(splits)}.")
+    if streaming and "validation" not in splits:  # held out from the stream itself
+        splits["train"], splits["validation"] = data.hold_out_stream(splits["train"])
+        data.check_stream_validation(splits["validation"])
+        logger.info("Validation: 1 window in %d of %d characters of the training stream, up to %d characters "
+                    "(--validation_file to give one instead).", data.STREAM_HOLD_OUT_EVERY,
+                    data.STREAM_WINDOW_CHARACTERS, data.STREAM_VALIDATION_CHARACTERS)
     if "validation" not in splits:
         raise ValueError(
             f"The data has no 'validation' split (its splits are {sorted(splits)}): give --validation_file, or "
@@ -145,15 +150,25 @@ def load_raw_data(data_args: CorpusArguments, seed: int = 0):
     return splits
 
 
-def training_texts(split, max_characters: int | None = None) -> list[str]:
-    """The texts of a split, stopping after about `max_characters` characters (streaming splits)."""
-    texts, total = [], 0
-    for row in split:
-        texts.append(row["text"])
-        total += len(row["text"])
-        if max_characters is not None and total >= max_characters:
-            break
-    return texts
+class SplitTexts:
+    """The texts of a split, read row by row each time it is iterated (a corpus is never one list in memory),
+    stopping after about `max_characters` characters (streaming splits)."""
+
+    def __init__(self, split, max_characters: int | None = None):
+        self.split, self.max_characters = split, max_characters
+
+    def __iter__(self):
+        total = 0
+        for row in self.split:
+            yield row["text"]
+            total += len(row["text"])
+            if self.max_characters is not None and total >= self.max_characters:
+                return
+
+
+def training_texts(split, max_characters: int | None = None) -> SplitTexts:
+    """The texts of a split (`SplitTexts`: iterable any number of times, read lazily)."""
+    return SplitTexts(split, max_characters)
 
 
 def sample_prompt_for(requested: str | None, data_label: str, validation_split) -> str:
@@ -175,7 +190,7 @@ def is_char_tokenizer(tokenizer) -> bool:
     return is_char_level(tokenizer)
 
 
-def load_or_build_tokenizer(model_args: ModelArguments, train_texts: list[str], checkpoint: str | None = None):
+def load_or_build_tokenizer(model_args: ModelArguments, train_texts: Iterable[str], checkpoint: str | None = None):
     """Return `(tokenizer, source)`: from the checkpoint being resumed, --tokenizer_name, the model being fine-tuned,
     or built from the training text. Warns (with counts) when a loaded tokenizer meets characters it does not know."""
     source = None

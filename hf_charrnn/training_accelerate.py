@@ -65,6 +65,7 @@ from .trainer_utils import (
     load_raw_data,
     model_identity,
     sample_prompt_for,
+    training_texts,
 )
 from .training_args import CorpusArguments, ModelArguments
 
@@ -195,7 +196,7 @@ def _load_data(args, model_args, data_args, checkpoint, tokenizer, dataset, data
                 raise ValueError(f"The data set needs a {split!r} split; it has {sorted(dataset)}.")
         if tokenizer is None:
             resumed = str(checkpoint) if checkpoint else None
-            tokenizer, _ = load_or_build_tokenizer(model_args, [row["text"] for row in dataset["train"]], resumed)
+            tokenizer, _ = load_or_build_tokenizer(model_args, training_texts(dataset["train"]), resumed)
         if tokenizer.eos_token_id is None:
             raise ValueError("The tokenizer needs an eos token (it separates the documents of the stream).")
     except TrainingSetupError:
@@ -229,7 +230,7 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTT
             f"{world}."
         )
     local_rows = args.batch_size // world
-    train_ids = data_module.tokenize_stream(dataset["train"], tokenizer)
+    train_ids = data_module.tokenize_stream(dataset["train"], tokenizer, compact=True)
     blocks_per_epoch = data_module.num_stream_blocks(train_ids.numel(), args.batch_size, args.block_size, True)
     if blocks_per_epoch < 1:
         raise TrainingSetupError(
@@ -300,7 +301,8 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
                                                   dataset_name)
     sized = None
     if budget is not None:
-        args, model_args, sized = size_bptt_run(budget, args, model_args, model, tokenizer, dataset["train"], checkpoint)
+        args, model_args, sized = size_bptt_run(budget, args, model_args, model, tokenizer, dataset["train"],
+                                                checkpoint)
     model = _checked_model(model, model_args, tokenizer, checkpoint)
     precision, accelerator = _precision_and_accelerator(args, model, accelerator)
     streams = _token_streams(args, dataset, tokenizer, accelerator)

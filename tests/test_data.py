@@ -361,3 +361,20 @@ def test_single_split_error_names_the_split(tmp_path):
         tokenize_and_group(data["train"], TOK, block_size=8)
     with pytest.raises(ValueError, match="The data set yields no block"):
         tokenize_and_group(Dataset.from_dict({"text": ["ab"]}), TOK, block_size=8)
+
+
+def test_a_stream_holds_every_kth_window_out_and_validation_ends():
+    from itertools import count
+
+    from datasets import IterableDataset
+
+    from hf_charrnn.data import hold_out_stream
+
+    lines = [f"{i:03d}\n" for i in range(300)]  # 4 characters each: windows of 40 are 10 lines
+    stream = IterableDataset.from_generator(lambda: ({"text": line} for line in lines))
+    train, validation = hold_out_stream(stream, every=3, window=40, max_characters=60)
+    held = [row["text"] for row in validation]
+    assert held == lines[20:30] + lines[50:55]  # windows 2 and 5 (the 3rd and 6th), until 60 characters
+    assert [row["text"] for row in train] == [line for line in lines if line not in held]
+    endless = IterableDataset.from_generator(lambda: ({"text": f"{i}\n"} for i in count()))
+    assert sum(len(row["text"]) for row in hold_out_stream(endless, every=2, window=100, max_characters=500)[1]) < 520

@@ -208,3 +208,23 @@ def test_build_tokenizer_dispatch():
 def test_is_char_level():
     from hf_charrnn.tokenization_charrnn import is_char_level
     assert is_char_level(CHAR_TOK) and not is_char_level(WORD_TOK)
+
+
+@pytest.mark.parametrize("min_frequency, max_vocab", [(1, None), (2, None), (1, 9), (3, 12)])
+def test_the_counted_char_vocabulary_is_the_trainers(min_frequency, max_vocab):
+    """build_char_tokenizer counts code points itself; tokenizers' WordLevelTrainer is the reference: the same
+    vocabulary (ties included: many characters occur equally often here), special tokens and ids."""
+    import random
+
+    from hf_charrnn.tokenization_charrnn import CHAR_PATTERN, _build
+
+    rng = random.Random(min_frequency * 100 + (max_vocab or 0))
+    texts = ["".join(rng.choice("aabcdeé€😀 \n\r\t<>") for _ in range(rng.randrange(0, 40))) for _ in range(30)]
+    counted = build_char_tokenizer(texts, min_frequency=min_frequency, max_vocab=max_vocab)
+    trained = _build(CHAR_PATTERN, texts, min_frequency, max_vocab)
+    assert counted.get_vocab() == trained.get_vocab()
+    assert {i: str(t) for i, t in counted.added_tokens_decoder.items()} == {
+        i: str(t) for i, t in trained.added_tokens_decoder.items()}
+    probe = "".join(texts) + "<eos>unknown ü"
+    assert counted(probe)["input_ids"] == trained(probe)["input_ids"]
+    assert counted.decode(counted(probe)["input_ids"]) == trained.decode(trained(probe)["input_ids"])

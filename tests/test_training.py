@@ -26,6 +26,7 @@ from transformers import (
 )
 
 import hf_charrnn  # noqa: F401  (registers the Auto classes)
+from hf_charrnn import data
 from hf_charrnn.cli.train import main, parse_arguments
 from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
@@ -359,3 +360,28 @@ def test_streaming_corpus_trains_and_scores_like_the_in_memory_one(corpus, tmp_p
     assert streamed["validation_tokens"] == in_memory["validation_tokens"]
     assert streamed["validation"]["loss"] < math.log(streamed["hyperparameters"]["vocab_size"])  # it learned
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "streamed").config.hidden_size == 32
+
+
+def test_streaming_without_a_validation_file_holds_windows_of_the_stream_out(tmp_path):
+    """A stream needs no --validation_file: validation is held out from it (data.hold_out_stream); a stream too short
+    for that is a usage error that says what to do."""
+    long_file = tmp_path / "long.txt"
+    long_file.write_text(make_text(2, 8000), encoding="utf-8")  # about 220 k characters: one held-out window
+    assert data.STREAM_HOLD_OUT_EVERY * data.STREAM_WINDOW_CHARACTERS < len(long_file.read_text(encoding="utf-8"))
+    corpus = {"train": str(long_file), "validation": None}
+    argv = tiny_argv(corpus, tmp_path / "run", "--streaming", "--max_steps", "5")
+    at = argv.index("--validation_file")
+    summary = run(argv[:at] + argv[at + 2 :])
+    assert summary["steps"] == 5 and math.isfinite(summary["validation"]["bpc"])
+    window = data.STREAM_WINDOW_CHARACTERS
+    assert window - 200 <= summary["validation_tokens"] <= window + 200  # one window (in whole lines), in blocks
+
+    short_file = tmp_path / "short.txt"
+    short_file.write_text(make_text(3, 100), encoding="utf-8")
+    short = {"train": str(short_file), "validation": None}
+    argv = tiny_argv(short, tmp_path / "short_run", "--streaming")
+    at = argv.index("--validation_file")
+    result = subprocess.run([sys.executable, "-m", "hf_charrnn.cli", "train", *argv[:at], *argv[at + 2 :]],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "too short to hold validation out" in result.stderr
+    assert "--validation_file" in result.stderr and "Traceback" not in result.stderr
