@@ -39,6 +39,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import psutil
 import torch
 from accelerate.utils import set_seed
 from transformers import TrainerCallback, get_scheduler
@@ -54,6 +56,7 @@ from .reporting import generate_samples, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json
 from .bptt_budget import plan_bptt_budget, print_on_main_process, size_bptt_run
 from .time_budget import TimeBudget, run_started, save_plan
+from .token_encoding import id_dtype
 from .trainer_utils import (
     TrainingSetupError,
     build_model,
@@ -221,6 +224,20 @@ def _checked_model(model, model_args, tokenizer, checkpoint):
     return model
 
 
+def _check_memory_for_stream(train_split, tokenizer) -> None:
+    """The BPTT path holds the training stream in memory (1-2 bytes a token, `data.tokenize_stream(compact=True)`):
+    a clear error up front when this machine cannot."""
+    text_bytes = getattr(getattr(train_split, "data", None), "nbytes", 0)
+    needed = text_bytes * np.dtype(id_dtype(len(tokenizer))).itemsize * 1.2
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise TrainingSetupError(
+            f"The training text ({text_bytes / 1e9:.1f} GB) needs about {needed / 1e9:.1f} GB of memory as the BPTT "
+            f"path's token stream, and {available / 1e9:.1f} GB is available: train with `hf-charrnn train` (it "
+            "reads blocks from the disk cache, or with --streaming from the files), or on a smaller corpus."
+        )
+
+
 def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTTStreams:
     """The training stream laid out as rows (this process's share) and the evaluation streams."""
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -230,6 +247,7 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTT
             f"{world}."
         )
     local_rows = args.batch_size // world
+    _check_memory_for_stream(dataset["train"], tokenizer)
     train_ids = data_module.tokenize_stream(dataset["train"], tokenizer, compact=True)
     blocks_per_epoch = data_module.num_stream_blocks(train_ids.numel(), args.batch_size, args.block_size, True)
     if blocks_per_epoch < 1:

@@ -74,3 +74,19 @@ def test_an_edited_file_is_read_again(tmp_path):
     assert load_text_files(path, cache_dir=cache)["train"]["text"] == ["first version\n"]  # from the cache
     write(path, "the second version\n")
     assert load_text_files(path, cache_dir=cache)["train"]["text"] == ["the second version\n"]
+
+
+def test_a_corpus_the_cache_disk_cannot_hold_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    path = write(tmp_path / "input.txt", random_lines(5, 200))
+    size = path.stat().st_size
+    monkeypatch.setattr(text_pieces, "DISK_CHECK_BYTES", 1)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10**12, 10**12 - 4 * size, 4 * size))
+    with pytest.raises(ValueError, match=r"needs about .* GB of disk in datasets' cache .*HF_DATASETS_CACHE"):
+        load_text_files(path, cache_dir=str(tmp_path / "cache"))
+    assert not (tmp_path / "cache").exists()
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10**12, 10**12 - 5 * size, 5 * size))
+    assert "".join(load_text_files(path, cache_dir=str(tmp_path / "cache"))["train"]["text"]) == path.read_text()

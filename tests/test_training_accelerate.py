@@ -455,3 +455,17 @@ def test_the_bptt_path_loads_neither_trainer_nor_the_hub_code():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_stream_larger_than_the_memory_left_is_refused_with_what_it_needs(tmp_path, capsys, monkeypatch):
+    from collections import namedtuple
+
+    import hf_charrnn.training_accelerate as module
+
+    train, validation = write_corpus_files(tmp_path)
+    memory = namedtuple("memory", "available")
+    monkeypatch.setattr(module.psutil, "virtual_memory", lambda: memory(available=100))
+    assert main(cli_arguments(train, validation, tmp_path / "out")) == 2
+    error = capsys.readouterr().err
+    assert "of memory as the BPTT path's token stream" in error and "hf-charrnn train" in error
+    assert "Traceback" not in error
