@@ -14,7 +14,7 @@ the cache's disk cannot hold it (`check_disk_space`).
 Held-out validation follows the data layer's rule (`hf_charrnn.data.split_validation`): with at least
 ``1 / fraction`` files, whole files are drawn (seeded); with fewer, the tail of every file is held out, cut just after
 the first line break at or after ``(1 - fraction)`` of its characters (within the piece the position falls in; at
-the piece's end where that piece has none).
+the position itself where that piece has none, as `hf_charrnn.data.split_text` cuts a text without line breaks).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _file_rows(path: str, part: str, fraction: float) -> Iterator[dict]:
         if part != "all" and not cut_done and position + len(piece) > cut_at:
             local = cut_at - position
             newline = piece.find("\n", local)
-            split = len(piece) if newline < 0 else newline + 1
+            split = local if newline < 0 else newline + 1
             rows = [("head", piece[:split]), ("tail", piece[split:])]
             cut_done = True
         elif part != "all":

@@ -90,3 +90,11 @@ def test_a_corpus_the_cache_disk_cannot_hold_is_refused_before_anything_is_writt
     assert not (tmp_path / "cache").exists()
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(10**12, 10**12 - 5 * size, 5 * size))
     assert "".join(load_text_files(path, cache_dir=str(tmp_path / "cache"))["train"]["text"]) == path.read_text()
+
+
+def test_a_text_without_line_breaks_is_cut_at_the_position(tmp_path):
+    text = "abcd" * 100  # 400 characters, no line break: pieces of 40 (+ up to 40 more where the line goes on)
+    data = load_text_files(write(tmp_path / "flat.txt", text), validation_fraction=0.05,
+                           cache_dir=str(tmp_path / "cache"))
+    assert "".join(data["validation"]["text"]) == text[380:]
+    assert "".join(data["train"]["text"]) == text[:380]

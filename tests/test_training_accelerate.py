@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -354,12 +355,36 @@ def test_main_reports_usage_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process(tmp_path):
+def test_two_processes_match_one_process_and_resume_each_other(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): each process carries the state of its own rows, gradients are
-    averaged, and the run equals a 1-process run up to float summation order; the saved model loads."""
+    averaged, and the run equals a 1-process run up to float summation order; the saved model loads; a checkpoint
+    made by either resumes on the other and finishes the same run."""
     from transformers import AutoModelForCausalLM
 
     train, validation = write_corpus_files(tmp_path)
+    two = launch_two_processes(cli_arguments(train, validation, tmp_path / "two") + ["--cpu"])
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoint-4" / "random_states_1.pkl").is_file()  # really two processes
+    assert main(cli_arguments(train, validation, tmp_path / "one")) == 0
+
+    AutoModelForCausalLM.from_pretrained(tmp_path / "two")
+    assert_same_run(tmp_path / "one", tmp_path / "two")
+
+    # A checkpoint of either resumes on the other: the rows and the carried state are shared out by rank.
+    for made_by, resumed_by in (("two", "one"), ("one", "two")):
+        folder = tmp_path / f"{made_by}-resumed-by-{resumed_by}"
+        shutil.copytree(tmp_path / made_by / "checkpoint-2", folder / "checkpoint-2")
+        argv = cli_arguments(train, validation, folder) + ["--resume_from_checkpoint", str(folder / "checkpoint-2")]
+        if resumed_by == "one":
+            assert main(argv) == 0
+        else:
+            resumed = launch_two_processes(argv + ["--cpu"])
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert_same_run(tmp_path / made_by, folder, steps_from=3)
+
+
+def launch_two_processes(arguments: list[str]) -> subprocess.CompletedProcess:
+    """`accelerate launch` of scripts/train_accelerate.py on 2 CPU processes (gloo)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     with socket.socket() as probe:  # a free port: accelerate's default 29500 may be held by another run
         probe.bind(("127.0.0.1", 0))
@@ -369,22 +394,21 @@ def test_two_processes_match_one_process(tmp_path):
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
         str(REPO / "scripts" / "train_accelerate.py"),
     ]
-    two = subprocess.run(
-        launch + cli_arguments(train, validation, tmp_path / "two") + ["--cpu"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert (tmp_path / "two" / "checkpoint-4" / "random_states_1.pkl").is_file()  # really two processes
-    assert main(cli_arguments(train, validation, tmp_path / "one")) == 0
+    return subprocess.run(launch + arguments, env=env, capture_output=True, text=True, timeout=300)
 
-    AutoModelForCausalLM.from_pretrained(tmp_path / "two")
-    one_history = json.loads((tmp_path / "one" / "log_history.json").read_text())
-    two_history = json.loads((tmp_path / "two" / "log_history.json").read_text())
-    assert len(one_history) == len(two_history)
-    for a, b in zip(one_history, two_history):
+
+def assert_same_run(expected: Path, actual: Path, steps_from: int = 0) -> None:
+    """The losses logged from step `steps_from` on, and the final weights, agree up to float summation order."""
+    def history(folder: Path) -> list[dict]:
+        entries = json.loads((folder / "log_history.json").read_text())
+        return [entry for entry in entries if entry.get("step", 0) >= steps_from]
+
+    ours, theirs = history(expected), history(actual)
+    assert len(ours) == len(theirs) and ours
+    for a, b in zip(ours, theirs):
         key = "loss" if "loss" in a else "eval_loss"
         assert b[key] == pytest.approx(a[key], abs=1e-5)
-    wa, wb = weights(tmp_path / "one"), weights(tmp_path / "two")
+    wa, wb = weights(expected), weights(actual)
     for key in wa:
         torch.testing.assert_close(wb[key], wa[key], atol=1e-5, rtol=1e-4)
 
