@@ -25,6 +25,7 @@ line boundary, becomes validation (like char-rnn's "last 5 %").
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -388,17 +389,37 @@ def tokenize_stream(dataset: Dataset, tokenizer, add_eos: bool = True,
     """All documents of ``dataset`` tokenized and concatenated (``<eos>`` after each) into
     one 1-D LongTensor, for :func:`stream_blocks`. Cached by datasets' fingerprints.
     ``compact``: in the smallest unsigned type of the vocabulary instead (``torch.uint8``
-    or ``torch.uint16``: 1-2 bytes a token, not 8), for a consumer that converts per block."""
+    or ``torch.uint16``: 1-2 bytes a token, not 8), for a consumer that converts per block;
+    a data set in datasets' cache gives a memory-mapped file next to it (written once, as
+    nanoGPT's data preparation does), so only the parts a process reads are in memory."""
     tokenized = dataset.map(
         _tokenize_batch, batched=True, remove_columns=_column_names(dataset), num_proc=num_proc,
         features=_id_features(tokenizer, ("input_ids",)),
         fn_kwargs={"tokenizer": tokenizer, "eos_id": _eos_id(tokenizer, add_eos)},
         desc="Tokenizing",
     )
-    chunks = tokenized.data.column("input_ids").chunks
-    flat = np.concatenate([chunk.flatten().to_numpy(zero_copy_only=False) for chunk in chunks]) if chunks else (
-        np.zeros(0, dtype=id_dtype(len(tokenizer))))
+    chunks = [chunk.flatten().to_numpy(zero_copy_only=False) for chunk in tokenized.data.column("input_ids").chunks]
+    dtype = id_dtype(len(tokenizer))
+    if compact and tokenized.cache_files:
+        return torch.from_numpy(_memory_mapped_stream(Path(tokenized.cache_files[0]["filename"]), chunks, dtype))
+    flat = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
     return torch.from_numpy(flat if compact else flat.astype(np.int64))
+
+
+def _memory_mapped_stream(cache_file: Path, chunks: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """`chunks` one after the other in a file beside `cache_file` (its name carries datasets' fingerprint), opened
+    copy-on-write: the file is never changed, and its pages are read as they are used."""
+    total = sum(len(chunk) for chunk in chunks)
+    if total == 0:
+        return np.zeros(0, dtype=dtype)
+    path = cache_file.with_name(f"{cache_file.stem}.{dtype.name}.stream")
+    if not path.exists() or path.stat().st_size != total * dtype.itemsize:
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        with open(partial, "wb") as file:  # written, not mapped: the pages written do not stay in this process
+            for chunk in chunks:
+                chunk.astype(dtype, copy=False).tofile(file)
+        os.replace(partial, path)  # whole or not at all: processes sharing the cache never read a part
+    return np.memmap(path, dtype=dtype, mode="c", shape=(total,))
 
 
 # ----------------------------------------------------------------------------------

@@ -205,12 +205,15 @@ def evaluate_text(
     return summarize_scores(scores["nats"], scores["tokens"], characters)
 
 
-def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents: int | None = None):
+def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents: int | None = None,
+                   max_tokens: int | None = None):
     """
     The token stream of a data set split as evaluation scores it: `<eos>`, then every document's tokens followed by
     `<eos>` (as `hf_charrnn.data.tokenize_stream` lays out training data). Returns `(token_ids, characters)` where
     `characters` is what the predicted tokens cover: all document characters plus one per `<eos>`. Rows that are
     pieces of a document (`hf_charrnn.text_pieces`: a `document_end` column) get `<eos>` only after its last piece.
+    `max_tokens`: stop reading once the stream has more than that many (the caller cuts it; the characters are those
+    of the rows read).
     """
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -218,14 +221,18 @@ def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents:
     pieces, characters, documents = [np.asarray([eos], dtype=np.int64)], 0, 0
     batch: list[str] = []
     ends: list[bool] = []
+    tokens = [1]
 
     def flush():
         pieces.extend(encode_batch(tokenizer, batch, eos, ends))
+        tokens[0] = sum(len(piece) for piece in pieces)
         batch.clear()
         ends.clear()
 
     for row in dataset:
         if max_documents is not None and documents >= max_documents:
+            break
+        if max_tokens is not None and tokens[0] > max_tokens:
             break
         if text_column not in row:
             raise ValueError(f"The data set has no column {text_column!r}; its columns are {list(row)}.")

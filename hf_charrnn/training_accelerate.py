@@ -259,7 +259,7 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTT
     eval_sets = {}
     for split in ("validation", "test"):
         if split in dataset and (split == "validation" or args.evaluate_test_split):
-            ids, characters = dataset_stream(dataset[split], tokenizer)
+            ids, characters = dataset_stream(dataset[split], tokenizer, max_tokens=args.max_eval_tokens)
             if args.max_eval_tokens is not None and ids.numel() > args.max_eval_tokens + 1:
                 # Characters of a prefix: per-token lengths are exact for char tokenizers; scale for others.
                 characters = round(characters * args.max_eval_tokens / (ids.numel() - 1))
