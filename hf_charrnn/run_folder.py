@@ -82,9 +82,14 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+RENAMED_SETTINGS = {"training.per_device_train_batch_size": "training.train_batch_size"}
+"""Settings recorded under an older name: a run recorded then (one process: the same value) still resumes."""
+
+
 def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
     """Each setting that differs, as 'name: recorded -> requested'."""
-    old, new = flatten(recorded), flatten(json.loads(json.dumps(requested, default=str)))
+    old = {RENAMED_SETTINGS.get(name, name): value for name, value in flatten(recorded).items()}
+    new = flatten(json.loads(json.dumps(requested, default=str)))
     return [
         f"{name}: {old.get(name, '(not set)')!r} -> {new.get(name, '(not set)')!r}"
         for name in sorted(set(old) | set(new))

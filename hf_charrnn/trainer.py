@@ -83,7 +83,7 @@ logger = logging.getLogger(__name__)
 
 # The TrainingArguments that change what a run computes: resuming a folder needs the same values (run_folder).
 TRAINER_IDENTITY_FIELDS = (
-    "learning_rate", "lr_scheduler_type", "warmup_steps", "per_device_train_batch_size",
+    "learning_rate", "lr_scheduler_type", "warmup_steps", "train_batch_size",
     "gradient_accumulation_steps", "num_train_epochs", "max_steps", "weight_decay", "adam_beta1", "adam_beta2",
     "adam_epsilon", "optim", "max_grad_norm", "seed", "bf16", "fp16", "label_smoothing_factor", "max_train_minutes",
 )
@@ -221,7 +221,11 @@ def trainer_run_identity(model_args: ModelArguments, data_args: DataArguments, t
         "training_path": "trainer",
         "data": data_identity(data_args),
         "model": model_identity(model_args),
-        "training": {name: getattr(training_args, name) for name in TRAINER_IDENTITY_FIELDS},
+        # `train_batch_size`: the rows of a step on all processes together, so that a checkpoint resumes on another
+        # number of processes with the per-device batch that keeps it
+        "training": {name: (training_args.per_device_train_batch_size * max(1, training_args.world_size)
+                            if name == "train_batch_size" else getattr(training_args, name))
+                     for name in TRAINER_IDENTITY_FIELDS},
         "block_size": data_args.block_size,
     }
 

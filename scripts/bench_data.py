@@ -5,15 +5,17 @@
 
 Progress on stderr, JSON on stdout.
 
-For each size, a corpus of random words (33 distinct characters, seeded: the text of issue 13's measurements) is
-written to a file, and each command trains on it as a user runs it, in a subprocess with a fresh datasets cache:
-`hf-charrnn COMMAND --train_file F --max_steps 10 --hidden_size 128 --validation_split_fraction 0.05` (the final
-evaluation capped at 8 K tokens). Measured:
-the wall time to the first training step (train: the first logged loss, with `--logging_steps 1`; train-accelerate:
-its progress bar's first line, drawn as the loop starts) and to the end, and the
-peak resident memory of the process and its children (sampled every 0.1 s). Each command then runs a second time on
-the same cache (a new output folder): that run's time to the first step is the restart, and the difference between
-the two is the preprocessing; size / difference = preprocessing MB/s.
+For each size, a corpus of random words (34 distinct characters, seeded; like the text of issue 13's measurements,
+which had 33) is written to a file, and each command trains on it as a user runs it, in a subprocess with a fresh
+datasets cache: `hf-charrnn COMMAND --train_file F --max_steps 10 --hidden_size 128 --validation_split_fraction 0.05`
+(the final evaluation capped at 8 K tokens). Measured: the wall time to the first training step (train: the first
+logged loss, with `--logging_steps 1`; train-accelerate: its progress bar's first line, drawn as the loop starts) and
+to the end, and the peak resident memory of the process and its children (sampled every 0.1 s). Each command then
+runs a second time on the same cache (a new output folder): that run's time to the first step is the restart, and
+the difference between the two is the preprocessing; size / difference = preprocessing MB/s.
+
+Then the two ways of encoding characters are timed in this process on (up to) 20 MB of the first corpus: tokenizers'
+batch encoding and the code-point lookup table the data layer uses.
 
 `--before PATH`: the same measurements with another checkout of the project (e.g. a git worktree of an older commit)
 on the Python path, in the same run; a run whose memory passes `--max_rss_gb` is stopped and reported as such (the
@@ -38,11 +40,11 @@ from bench_common import log
 
 WORDS_SEED = 13
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-PUNCTUATION = ".,;:!?"  # with the letters, space and newline: 33 distinct characters
+PUNCTUATION = ".,;:!?"  # with the letters, space and newline: 34 distinct characters
 
 
 def write_corpus(path: Path, megabytes: float) -> None:
-    """`megabytes` of random words (lowercase, 1-10 letters), sentences and lines: 33 distinct characters."""
+    """`megabytes` of random words (lowercase, 1-10 letters), sentences and lines: 34 distinct characters."""
     rng = random.Random(WORDS_SEED)
     vocabulary = ["".join(rng.choice(LETTERS) for _ in range(rng.randint(1, 10))) for _ in range(5000)]
     line = []
@@ -89,7 +91,8 @@ def run_once(command: str, corpus: Path, output_dir: Path, cache: Path, python_p
     if python_path:
         env["PYTHONPATH"] = python_path
     started = time.monotonic()
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               cwd=output_dir.parent)  # not the repository: `-m` would import the package from there
     stop, peak = threading.Event(), [0]
     sampler = threading.Thread(target=peak_rss, args=(psutil.Process(process.pid), stop, peak), daemon=True)
     sampler.start()
@@ -104,7 +107,8 @@ def run_once(command: str, corpus: Path, output_dir: Path, cache: Path, python_p
     code = process.wait()
     stop.set()
     sampler.join()
-    result = {"seconds": round(time.monotonic() - started, 1), "first_step_seconds": first_step and round(first_step, 1),
+    result = {"seconds": round(time.monotonic() - started, 1),
+              "first_step_seconds": first_step and round(first_step, 1),
               "peak_rss_gb": round(peak[0] / 2**30, 2), "exit_code": code}
     if killed:
         result["stopped"] = f"memory passed {max_rss_gb} GB"
@@ -123,11 +127,31 @@ def measure(command: str, corpus: Path, megabytes: float, work: Path, python_pat
         warm = run_once(command, corpus, work / f"{command}-warm-{cache.name}", cache, python_path, max_rss_gb)
         result["warm"] = warm
         if cold["first_step_seconds"] and warm["first_step_seconds"]:
-            preprocessing = max(cold["first_step_seconds"] - warm["first_step_seconds"], 1e-3)
+            preprocessing = cold["first_step_seconds"] - warm["first_step_seconds"]
             result["preprocessing_seconds"] = round(preprocessing, 1)
-            result["preprocessing_mb_per_s"] = round(megabytes / preprocessing, 1)
+            # Under a second the difference is within the start-up time's own variation: no rate to report.
+            result["preprocessing_mb_per_s"] = round(megabytes / preprocessing, 1) if preprocessing >= 1 else None
     log(f"{command} {megabytes:g} MB{' (before)' if python_path else ''}: {json.dumps(result)}")
     return result
+
+
+def encoding_speeds(corpus: Path, megabytes: float = 20.0) -> dict:
+    """MB/s of the two ways to turn text into character ids, on the first `megabytes` of `corpus` in 64 K pieces:
+    tokenizers' batch encoding (what the data layer did) and the code-point lookup table (what it does now)."""
+    from hf_charrnn.token_encoding import encode_batch
+    from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+
+    text = corpus.read_text(encoding="utf-8")[: int(megabytes * 1e6)]
+    pieces = [text[start : start + 65_536] for start in range(0, len(text), 65_536)]
+    tokenizer = build_char_tokenizer(pieces)
+    speeds = {}
+    for name, encode in (("tokenizers batch encoding", lambda: tokenizer(pieces, add_special_tokens=False)),
+                         ("code-point lookup table", lambda: encode_batch(tokenizer, pieces))):
+        started = time.perf_counter()
+        encode()
+        speeds[name] = round(len(text) / 1e6 / (time.perf_counter() - started), 1)
+    log(f"Encoding {megabytes:g} MB, MB/s: {speeds}")
+    return {"megabytes": megabytes, "mb_per_s": speeds}
 
 
 def main(argv=None) -> None:
@@ -153,6 +177,7 @@ def main(argv=None) -> None:
                 entry[f"{command} (before)"] = measure(command, corpus, megabytes, work, args.before,
                                                        args.max_rss_gb)
         results["sizes"][f"{megabytes:g} MB"] = entry
+    results["encoding"] = encoding_speeds(work / f"corpus-{args.sizes_mb[0]:g}MB.txt", min(args.sizes_mb[0], 20))
     print(json.dumps(results, indent=2))
 
 

@@ -261,3 +261,26 @@ def test_the_generation_benchmark_reports_every_ratio():
     figures = results["lengths"]["20"]
     assert {"generate_vs_stateful_nn_lstm", "generate_vs_rerun_window", "generate_vs_fused_step_limit"} <= set(figures)
     assert all(value > 0 for value in figures.values())
+
+
+def test_bench_data_writes_the_corpus_it_says_and_times_both_encodings(tmp_path):
+    bench_data = load_script("bench_data")
+    corpus = tmp_path / "corpus.txt"
+    bench_data.write_corpus(corpus, 0.3)
+    text = corpus.read_text(encoding="utf-8")
+    assert corpus.stat().st_size == 300_000 and len(set(text)) == 34  # 26 letters, 6 marks, space, newline
+    speeds = bench_data.encoding_speeds(corpus, 0.3)["mb_per_s"]
+    assert set(speeds) == {"tokenizers batch encoding", "code-point lookup table"}
+    assert all(speed > 0 for speed in speeds.values())
+
+
+@pytest.mark.slow
+def test_bench_data_measures_a_cold_and_a_cached_run(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_data.py"), "--sizes_mb", "0.5",
+                             "--commands", "train-accelerate", "--work_dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout)["sizes"]["0.5 MB"]["train-accelerate"]
+    assert figures["cold"]["exit_code"] == figures["warm"]["exit_code"] == 0
+    assert 0 < figures["warm"]["first_step_seconds"] <= figures["warm"]["seconds"]
+    assert 0.1 < figures["cold"]["peak_rss_gb"] < 3

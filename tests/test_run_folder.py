@@ -124,3 +124,10 @@ def test_paths_that_look_local_are_not_hub_ids(tmp_path, monkeypatch):
     assert looks_local("./model") and looks_local("outputs/run") and looks_local(str(tmp_path / "x"))
     assert looks_local("a/b/c") and looks_local("~/models/x")
     assert not looks_local("user/model") and not looks_local("gpt2")
+
+
+def test_a_setting_recorded_under_its_older_name_still_matches():
+    recorded = {"training": {"per_device_train_batch_size": 16, "seed": 1}}  # a run.json from before the rename
+    assert differences(recorded, {"training": {"train_batch_size": 16, "seed": 1}}) == []
+    assert differences(recorded, {"training": {"train_batch_size": 32, "seed": 1}}) == [
+        "training.train_batch_size: 16 -> 32"]

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -385,3 +386,51 @@ def test_streaming_without_a_validation_file_holds_windows_of_the_stream_out(tmp
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "too short to hold validation out" in result.stderr
     assert "--validation_file" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_train_the_same_model_as_one_and_resume_on_one(corpus, tmp_path):
+    """The Trainer path under `accelerate launch` with 2 CPU processes (gloo), 8 rows each: the same global batches
+    as one process with 16 rows (accelerate hands whole batches of one sampler out in turn), gradients averaged, so
+    the same losses and weights up to float summation order; its checkpoint resumes on one process."""
+    import socket
+
+    from safetensors.torch import load_file as load_weights
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    argv = tiny_argv(corpus, tmp_path / "two", "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
+                     "--logging_steps", "1", "--use_cpu", "true", "--dropout", "0")
+    at = argv.index("--per_device_train_batch_size")
+    argv[at + 1] = "8"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+              str(port), str(REPO / "scripts" / "train.py")]
+    two = subprocess.run(launch + argv, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "two" / "checkpoint-6" / "rng_state_1.pth").is_file()  # really two processes
+    one = run(tiny_argv(corpus, tmp_path / "one", "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
+                        "--logging_steps", "1", "--dropout", "0"))
+    assert one["steps"] == 6
+
+    def losses(folder: Path) -> list[float]:
+        history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
+        return [entry["loss"] for entry in history if "loss" in entry]
+
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-4)
+    one_weights, two_weights = (load_weights(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    for key, value in one_weights.items():
+        torch.testing.assert_close(two_weights[key], value, atol=1e-4, rtol=1e-3)
+
+    resumed = tmp_path / "resumed"  # the two-process run as it was at step 3, resumed on one process
+    shutil.copytree(tmp_path / "two" / "checkpoint-3", resumed / "checkpoint-3")
+    record = json.loads((tmp_path / "two" / "run.json").read_text())
+    record.update(status="running", finished=None, result=None)
+    (resumed / "run.json").write_text(json.dumps(record))
+    summary = run(tiny_argv(corpus, resumed, "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
+                            "--logging_steps", "1", "--dropout", "0", "--resume_from_checkpoint",
+                            str(resumed / "checkpoint-3")))
+    assert summary["steps"] == 6
+    assert losses(resumed)[-3:] == pytest.approx(losses(tmp_path / "two")[-3:], abs=1e-4)

@@ -373,7 +373,7 @@ def test_two_processes_match_one_process_and_resume_each_other(tmp_path):
     # A checkpoint of either resumes on the other: the rows and the carried state are shared out by rank.
     for made_by, resumed_by in (("two", "one"), ("one", "two")):
         folder = tmp_path / f"{made_by}-resumed-by-{resumed_by}"
-        shutil.copytree(tmp_path / made_by / "checkpoint-2", folder / "checkpoint-2")
+        copy_interrupted_run(tmp_path / made_by, folder, "checkpoint-2")
         argv = cli_arguments(train, validation, folder) + ["--resume_from_checkpoint", str(folder / "checkpoint-2")]
         if resumed_by == "one":
             assert main(argv) == 0
@@ -381,6 +381,14 @@ def test_two_processes_match_one_process_and_resume_each_other(tmp_path):
             resumed = launch_two_processes(argv + ["--cpu"])
             assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert_same_run(tmp_path / made_by, folder, steps_from=3)
+
+
+def copy_interrupted_run(finished: Path, folder: Path, checkpoint: str) -> None:
+    """`folder` as `finished` was while it ran: its run record (not marked complete) and one checkpoint."""
+    shutil.copytree(finished / checkpoint, folder / checkpoint)
+    record = json.loads((finished / "run.json").read_text())
+    record.update(status="running", finished=None, result=None)
+    (folder / "run.json").write_text(json.dumps(record))
 
 
 def launch_two_processes(arguments: list[str]) -> subprocess.CompletedProcess:
