@@ -42,6 +42,7 @@ from datasets import (
     load_dataset,
     load_from_disk,
 )
+from datasets.data_files import DataFilesDict, get_data_patterns
 
 from . import text_files, text_pieces
 from .token_encoding import encode_batch, id_dtype
@@ -180,6 +181,11 @@ def load_named_dataset(
     ``validation_fraction`` makes a validation split when there is none.
     """
     path = Path(name_or_path)
+    if _is_text_folder(path) and not streaming and not load_kwargs:  # its files read in pieces, as load_text_files
+        files = _text_folder_files(path)
+        data = _text_file_pieces(files, validation_fraction if "validation" not in files else None, seed, cache_dir)
+        _check_not_empty(data)
+        return data
     if _is_saved_to_disk(path):
         data = load_from_disk(str(path))
         if streaming:
@@ -200,6 +206,13 @@ def load_named_dataset(
     if not streaming:
         _check_not_empty(data)
     return data
+
+
+def _text_folder_files(path: Path) -> dict[str, list[str]]:
+    """A folder's text files by split, as datasets' folder loading names the splits (train.txt, valid.txt,
+    data/test-00000.txt, ...; "valid"/"val"/"dev" become "validation")."""
+    found = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path))
+    return {_SPLIT_ALIASES.get(split, split): [str(file) for file in files] for split, files in found.items()}
 
 
 def _as_dict(data):

@@ -98,3 +98,18 @@ def test_a_text_without_line_breaks_is_cut_at_the_position(tmp_path):
                            cache_dir=str(tmp_path / "cache"))
     assert "".join(data["validation"]["text"]) == text[380:]
     assert "".join(data["train"]["text"]) == text[:380]
+
+
+def test_a_folder_of_text_files_is_read_in_pieces_with_the_splits_its_file_names_give(tmp_path):
+    from hf_charrnn.data import load_named_dataset
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    texts = {"train": random_lines(6, 50), "dev": random_lines(7, 20)}
+    for name, text in texts.items():
+        write(folder / f"{name}.txt", text)
+    data = load_named_dataset(str(folder), cache_dir=str(tmp_path / "cache"))
+    assert sorted(data) == ["train", "validation"]
+    assert len(data["train"]) > 1 and "".join(data["train"]["text"]) == texts["train"]
+    assert "".join(data["validation"]["text"]) == texts["dev"]
+    assert data["train"]["document_end"][-1] and not any(data["train"]["document_end"][:-1])
