@@ -42,7 +42,7 @@ demo: install  ## train the default Shakespeare model on the CPU, then generate
 	.venv/bin/hf-charrnn demo
 
 test: install  ## the whole suite on the pinned set, slow end-to-end tests included
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=25
 
 test-fast: install
 	.venv/bin/python -m pytest -q -m "not slow"

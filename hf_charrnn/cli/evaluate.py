@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import HfArgumentParser
 
-from .. import text_files
+from .. import text_files, text_pieces
 from ..evaluation import DEFAULT_CHUNK_LENGTH, evaluate_dataset
 from ..model_loading import load_model_and_tokenizer
 from ..tokenization_charrnn import (
@@ -25,7 +26,7 @@ from ..tokenization_charrnn import (
     is_char_level,
     unknown_warning,
 )
-from ..trainer_utils import dataset_label, load_corpus, load_raw_data, recorded_data_arguments
+from ..trainer_utils import dataset_label, load_corpus, load_raw_data, recorded_data_arguments, training_texts
 
 
 @dataclass
@@ -72,11 +73,9 @@ class EvaluateArguments:
 def choose_texts(args: EvaluateArguments) -> tuple[Any, dict]:
     """What to score, and how to describe it: text files, a named data set's split, or the model's recorded data."""
     if args.text_file:
-        texts = []
         for path in args.text_file:
             text_files.file_fingerprint(path, "text")  # binary or non-UTF-8: a clear error naming the byte
-            texts.append({"text": Path(path).read_text(encoding="utf-8")})
-        return texts, {"text_file": args.text_file}
+        return text_pieces.load_pieces(list(args.text_file)), {"text_file": args.text_file}  # any size
     if args.dataset:
         splits = load_corpus(args.dataset, args.dataset_config_name, text_column=args.text_column)
         if args.split not in splits:
@@ -97,9 +96,17 @@ def choose_texts(args: EvaluateArguments) -> tuple[Any, dict]:
     return splits[args.split], {"recorded_data": dataset_label(data_args), "split": args.split}
 
 
+def first_documents(texts, count: int):
+    """The rows of the first `count` documents (a document may be several rows: `hf_charrnn.text_pieces`)."""
+    if "document_end" not in texts.column_names:
+        return texts.select(range(min(count, len(texts))))
+    ends = np.flatnonzero(np.asarray(texts["document_end"]))
+    return texts.select(range(ends[count - 1] + 1 if count <= len(ends) else len(texts)))
+
+
 def check_scorable(tokenizer, texts) -> None:
     """Refuse empty text; warn, with the share, when characters of the text are not in the vocabulary."""
-    pieces = [row["text"] for row in texts]
+    pieces = training_texts(texts)  # read row by row, each time
     characters = sum(len(text) for text in pieces)
     if characters == 0:
         raise ValueError("The text to score is empty: give a file or split with some text in it.")
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     texts, source = choose_texts(args)
     if args.max_documents is not None and hasattr(texts, "select"):
-        texts = texts.select(range(min(args.max_documents, len(texts))))
+        texts = first_documents(texts, args.max_documents)
     check_scorable(tokenizer, texts)
     started = time.perf_counter()
     result = evaluate_dataset(model, tokenizer, texts, chunk_length=args.chunk_length, batch_size=args.batch_size)
