@@ -117,9 +117,7 @@ def load_text_files(
                          "for streaming, pass validation_file=... instead.")
     builder = text_files.builder_of_files([f for files in data_files.values() for f in files], "data")
     if builder == "text" and sample_by == "document" and not streaming:
-        data = _text_file_pieces(data_files, validation_fraction, seed, cache_dir)
-        _check_not_empty(data)
-        return data
+        return _text_file_pieces(data_files, validation_fraction, seed, cache_dir)
     if builder == "text":
         data = load_dataset("text", data_files=data_files, sample_by=sample_by, keep_linebreaks=True,
                             streaming=streaming, cache_dir=cache_dir)
@@ -138,14 +136,17 @@ def load_text_files(
 
 def _text_file_pieces(data_files: dict[str, list[str]], validation_fraction: float | None, seed: int,
                       cache_dir) -> DatasetDict:
-    """Text files read in bounded pieces (`hf_charrnn.text_pieces`), validation held out from them when asked."""
+    """Text files read in bounded pieces (`hf_charrnn.text_pieces`), validation held out from them when asked; an
+    empty split is a clear error."""
     data = DatasetDict({split: text_pieces.load_pieces(files, cache_dir=cache_dir)
                         for split, files in data_files.items()
                         if not (split == "train" and validation_fraction is not None)})
     if validation_fraction is not None:
         data["train"], data["validation"] = text_pieces.split_files(data_files["train"], validation_fraction, seed,
                                                                     cache_dir)
-    return DatasetDict({split: data[split] for split in ("train", "validation", "test") if split in data})
+    data = DatasetDict({split: data[split] for split in ("train", "validation", "test") if split in data})
+    _check_not_empty(data)
+    return data
 
 
 _SPLIT_ALIASES = {"valid": "validation", "val": "validation", "dev": "validation"}
@@ -183,9 +184,7 @@ def load_named_dataset(
     path = Path(name_or_path)
     if _is_text_folder(path) and not streaming and not load_kwargs:  # its files read in pieces, as load_text_files
         files = _text_folder_files(path)
-        data = _text_file_pieces(files, validation_fraction if "validation" not in files else None, seed, cache_dir)
-        _check_not_empty(data)
-        return data
+        return _text_file_pieces(files, validation_fraction if "validation" not in files else None, seed, cache_dir)
     if _is_saved_to_disk(path):
         data = load_from_disk(str(path))
         if streaming:

@@ -221,18 +221,20 @@ def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents:
     pieces, characters, documents = [np.asarray([eos], dtype=np.int64)], 0, 0
     batch: list[str] = []
     ends: list[bool] = []
-    tokens = [1]
+    tokens = 1
 
     def flush():
-        pieces.extend(encode_batch(tokenizer, batch, eos, ends))
-        tokens[0] = sum(len(piece) for piece in pieces)
+        nonlocal tokens
+        encoded = encode_batch(tokenizer, batch, eos, ends)
+        pieces.extend(encoded)
+        tokens += sum(len(piece) for piece in encoded)  # the new pieces only: a split of many rows stays linear
         batch.clear()
         ends.clear()
 
     for row in dataset:
         if max_documents is not None and documents >= max_documents:
             break
-        if max_tokens is not None and tokens[0] > max_tokens:
+        if max_tokens is not None and tokens > max_tokens:
             break
         if text_column not in row:
             raise ValueError(f"The data set has no column {text_column!r}; its columns are {list(row)}.")
