@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .token_encoding import encode_batch
+from .token_encoding import encode_batch, id_dtype
 
 LN2 = math.log(2.0)
 DEFAULT_CHUNK_LENGTH = 1024
@@ -120,46 +120,54 @@ def score_stream(
     """
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be >= 1, got {chunk_length}.")
-    ids = torch.as_tensor(token_ids, dtype=torch.long).flatten()
+    ids = token_ids if isinstance(token_ids, torch.Tensor) else torch.as_tensor(token_ids, dtype=torch.long)
+    ids = ids.flatten()  # any integer type: a compact (uint8/uint16) stream is converted one window at a time
     bounds = stream_row_bounds(ids.numel(), batch_size)
     selected = list(range(len(bounds) - 1)) if rows is None else [r for r in rows if r < len(bounds) - 1]
     device = next(model.parameters()).device
     if not selected:
         return {"nats": 0.0, "tokens": 0}
 
+    starts = [bounds[r] for r in selected]
     lengths = [bounds[r + 1] - bounds[r] for r in selected]
-    width = max(lengths)
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-    inputs = torch.full((len(selected), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(selected), width), -100, dtype=torch.long)
-    for i, r in enumerate(selected):
-        inputs[i, : lengths[i]] = ids[bounds[r] : bounds[r + 1]]
-        targets[i, : lengths[i]] = ids[bounds[r] + 1 : bounds[r + 1] + 1]
-    mask = targets != -100
-    inputs, targets, mask = inputs.to(device), targets.to(device), mask.to(device)
-
     with eval_mode(model):
         cache = None
         nats = torch.zeros((), dtype=torch.float64, device=device)
         # Rows differ in length by at most one token: the common part runs unmasked (the fast fused kernels), and
         # only the last column, where some rows are padding, goes through the exact masked path.
-        common = min(lengths)
-        windows = [slice(start, min(start + chunk_length, common)) for start in range(0, common, chunk_length)]
-        windows += [slice(start, min(start + chunk_length, width)) for start in range(common, width, chunk_length)]
+        common, width = min(lengths), max(lengths)
+        windows = [(start, min(start + chunk_length, common)) for start in range(0, common, chunk_length)]
+        windows += [(start, min(start + chunk_length, width)) for start in range(common, width, chunk_length)]
         for window in windows:
-            chunk_mask = mask[:, window]
+            inputs, targets = _stream_window(ids, starts, lengths, window, pad_id)
+            mask = targets != -100
             out = model(
-                input_ids=inputs[:, window],
-                attention_mask=None if bool(chunk_mask.all()) else chunk_mask.long(),
+                input_ids=inputs.to(device),
+                attention_mask=None if bool(mask.all()) else mask.long().to(device),
                 cache=cache,
                 use_cache=True,
             )
             cache = out.cache
             logits = out.logits.float()
             nats += F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets[:, window].reshape(-1), ignore_index=-100, reduction="sum"
+                logits.reshape(-1, logits.shape[-1]), targets.to(device).reshape(-1), ignore_index=-100,
+                reduction="sum",
             ).double()
     return {"nats": float(nats), "tokens": int(sum(lengths))}
+
+
+def _stream_window(ids: torch.Tensor, starts: list[int], lengths: list[int], window: tuple[int, int], pad_id: int):
+    """Columns `[begin, end)` of the rows that start at `starts`: the input tokens (padded with `pad_id` past a row's
+    end) and the tokens they predict (-100 there), as int64. Cut per window so the stream itself stays compact."""
+    begin, end = window
+    inputs = torch.full((len(starts), end - begin), pad_id, dtype=torch.long)
+    targets = torch.full((len(starts), end - begin), -100, dtype=torch.long)
+    for row, (start, length) in enumerate(zip(starts, lengths)):
+        width = max(0, min(end, length) - begin)
+        inputs[row, :width] = ids[start + begin : start + begin + width]
+        targets[row, :width] = ids[start + begin + 1 : start + begin + width + 1]
+    return inputs, targets
 
 
 def _first_token_characters(tokenizer, text: str) -> int:
@@ -206,19 +214,20 @@ def evaluate_text(
 
 
 def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents: int | None = None,
-                   max_tokens: int | None = None):
+                   max_tokens: int | None = None, compact: bool = False):
     """
     The token stream of a data set split as evaluation scores it: `<eos>`, then every document's tokens followed by
     `<eos>` (as `hf_charrnn.data.tokenize_stream` lays out training data). Returns `(token_ids, characters)` where
     `characters` is what the predicted tokens cover: all document characters plus one per `<eos>`. Rows that are
     pieces of a document (`hf_charrnn.text_pieces`: a `document_end` column) get `<eos>` only after its last piece.
     `max_tokens`: stop reading once the stream has more than that many (the caller cuts it; the characters are those
-    of the rows read).
+    of the rows read). `compact`: the ids in the vocabulary's smallest unsigned type (1-2 bytes a token, not 8), as
+    :func:`score_stream` takes them.
     """
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("Scoring a data set needs a tokenizer with an eos token (the document separator).")
-    pieces, characters, documents = [np.asarray([eos], dtype=np.int64)], 0, 0
+    pieces, characters, documents = [np.asarray([eos], dtype=id_dtype(len(tokenizer)))], 0, 0
     batch: list[str] = []
     ends: list[bool] = []
     tokens = 1
@@ -248,7 +257,8 @@ def dataset_stream(dataset, tokenizer, text_column: str = "text", max_documents:
     flush()
     if characters == 0:
         raise ValueError("The data set split is empty: there is nothing to score.")
-    return torch.from_numpy(np.concatenate(pieces).astype(np.int64)), characters
+    dtype = id_dtype(len(tokenizer)) if compact else np.int64
+    return torch.from_numpy(np.concatenate(pieces).astype(dtype, copy=False)), characters
 
 
 def evaluate_dataset(
@@ -264,7 +274,8 @@ def evaluate_dataset(
     Score a `datasets` split (a `Dataset` or `IterableDataset` with a text column) with the state carried across
     its documents, separated by `<eos>` as in training. Returns the dict of :func:`evaluate_text` plus `documents`.
     """
-    ids, characters = dataset_stream(dataset, tokenizer, text_column=text_column, max_documents=max_documents)
+    ids, characters = dataset_stream(dataset, tokenizer, text_column=text_column, max_documents=max_documents,
+                                      compact=True)
     scores = score_stream(model, ids, chunk_length=chunk_length, batch_size=batch_size)
     result = summarize_scores(scores["nats"], scores["tokens"], characters)
     result["documents"] = int((ids == tokenizer.eos_token_id).sum()) - 1

@@ -225,16 +225,21 @@ def _checked_model(model, model_args, tokenizer, checkpoint):
 
 
 def _check_memory_for_stream(train_split, tokenizer) -> None:
-    """The BPTT path holds the training stream in memory (1-2 bytes a token, `data.tokenize_stream(compact=True)`):
-    a clear error up front when this machine cannot."""
+    """A data set held in memory (no cache files: built in Python, or datasets' caching off) gives the BPTT path its
+    training stream in memory too, tokenized and then concatenated (1-2 bytes a token each): a clear error up front
+    when this machine cannot hold that. A cached data set's stream is a memory-mapped file (`data.tokenize_stream`),
+    read as used: no check."""
+    if train_split.cache_files:
+        return
     text_bytes = getattr(getattr(train_split, "data", None), "nbytes", 0)
-    needed = text_bytes * np.dtype(id_dtype(len(tokenizer))).itemsize * 1.2
+    needed = text_bytes * np.dtype(id_dtype(len(tokenizer))).itemsize * 2.2
     available = psutil.virtual_memory().available
     if needed > available:
         raise TrainingSetupError(
-            f"The training text ({text_bytes / 1e9:.1f} GB) needs about {needed / 1e9:.1f} GB of memory as the BPTT "
-            f"path's token stream, and {available / 1e9:.1f} GB is available: train with `hf-charrnn train` (it "
-            "reads blocks from the disk cache, or with --streaming from the files), or on a smaller corpus."
+            f"The training text ({text_bytes / 1e9:.1f} GB, held in memory) needs about {needed / 1e9:.1f} GB of "
+            f"memory as the BPTT path's token stream, and {available / 1e9:.1f} GB is available: give it as files "
+            "(--train_file, --dataset_name FOLDER: read in pieces and memory-mapped), train with `hf-charrnn "
+            "train --streaming`, or use a smaller corpus."
         )
 
 
@@ -259,7 +264,8 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTT
     eval_sets = {}
     for split in ("validation", "test"):
         if split in dataset and (split == "validation" or args.evaluate_test_split):
-            ids, characters = dataset_stream(dataset[split], tokenizer, max_tokens=args.max_eval_tokens)
+            ids, characters = dataset_stream(dataset[split], tokenizer, max_tokens=args.max_eval_tokens,
+                                              compact=True)
             if args.max_eval_tokens is not None and ids.numel() > args.max_eval_tokens + 1:
                 # Characters of a prefix: per-token lengths are exact for char tokenizers; scale for others.
                 characters = round(characters * args.max_eval_tokens / (ids.numel() - 1))

@@ -160,6 +160,13 @@ def test_evaluate_dataset_scores_the_training_layout():
     assert evaluate_dataset(model, CHAR_TOKENIZER, dataset.to_iterable_dataset())["tokens"] == result["tokens"]
     limited = evaluate_dataset(model, CHAR_TOKENIZER, dataset, max_documents=2)
     assert limited["documents"] == 2 and limited["characters"] == len(documents[0]) + len(documents[1]) + 2
+    # The compact stream (1 byte a token here) holds the same ids and scores the same, window by window.
+    compact, compact_characters = dataset_stream(dataset, CHAR_TOKENIZER, compact=True)
+    assert compact.dtype == torch.uint8 and compact_characters == characters
+    assert torch.equal(compact.long(), ids)
+    for batch_size in (1, 3):
+        assert score_stream(model, compact, chunk_length=11, batch_size=batch_size)["nats"] == pytest.approx(
+            score_stream(model, ids, chunk_length=11, batch_size=batch_size)["nats"], abs=1e-6)
 
 
 def test_bad_inputs():

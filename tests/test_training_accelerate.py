@@ -485,15 +485,21 @@ def test_the_bptt_path_loads_neither_trainer_nor_the_hub_code():
     assert loaded.stdout.strip() == "[]"
 
 
-def test_a_stream_larger_than_the_memory_left_is_refused_with_what_it_needs(tmp_path, capsys, monkeypatch):
+def test_a_stream_held_in_memory_is_refused_when_it_cannot_fit_and_a_file_backed_one_is_not(tmp_path, capsys,
+                                                                                                monkeypatch):
+    """An in-memory data set's stream would be built in memory: refused up front with what it needs. The same text
+    from files becomes a memory-mapped stream: it trains with (almost) no memory to spare."""
     from collections import namedtuple
 
     import hf_charrnn.training_accelerate as module
 
-    train, validation = write_corpus_files(tmp_path)
     memory = namedtuple("memory", "available")
     monkeypatch.setattr(module.psutil, "virtual_memory", lambda: memory(available=100))
-    assert main(cli_arguments(train, validation, tmp_path / "out")) == 2
-    error = capsys.readouterr().err
-    assert "of memory as the BPTT path's token stream" in error and "hf-charrnn train" in error
-    assert "Traceback" not in error
+    with pytest.raises(TrainingSetupError, match="(?s)held in memory.*of memory as the BPTT path's token stream.*"
+                                                 "--train_file"):
+        run(tmp_path / "in-memory", max_steps=1)
+    assert not (tmp_path / "in-memory" / "model.safetensors").exists()
+
+    train, validation = write_corpus_files(tmp_path)
+    assert main(cli_arguments(train, validation, tmp_path / "from-files")) == 0
+    assert (tmp_path / "from-files" / "model.safetensors").is_file()
