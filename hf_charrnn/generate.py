@@ -3,8 +3,9 @@
 import sys
 
 import torch
-from transformers import TextStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
+from .scoring import document_start_id
 from .tokenization_charrnn import (
     count_unknown_characters,
     is_char_level,
@@ -14,14 +15,16 @@ from .tokenization_charrnn import (
 
 def encode_prompt(tokenizer, prompt: str, device) -> dict:
     """
-    Token ids of the prompt; warns about characters the vocabulary lacks (they become <unk>). No prompt starts from
-    the tokenizer's BOS token (or EOS: a new document starts after one in the training stream), as an id: its text
+    Token ids of the prompt; warns about characters the vocabulary lacks (they become <unk>). No prompt starts where
+    a document starts in the training stream (after `<eos>`, `scoring.document_start_id`), as an id: its text
     (`<eos>`) would be read as five characters, since special-token strings in text stay text.
     """
     if not prompt:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        if start is None:
-            raise ValueError("This tokenizer has neither a BOS nor an EOS token to start from: give a --prompt.")
+        try:
+            start = document_start_id(tokenizer)
+        except ValueError:
+            raise ValueError("This tokenizer has neither an EOS nor a BOS token to start from: give a --prompt.") \
+                from None
         input_ids = torch.tensor([[start]], device=device)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     unit = "characters" if is_char_level(tokenizer) else "words"
@@ -32,14 +35,58 @@ def encode_prompt(tokenizer, prompt: str, device) -> dict:
     return {name: tensor.to(device) for name, tensor in encoded.items()}
 
 
+class StopOnText(StoppingCriteria):
+    """
+    Ends a sequence once its new tokens spell one of `stops`. transformers' `stop_strings` cannot serve here: it reads
+    the vocabulary by decoding each token after the text "abcdef", which a character vocabulary without those letters
+    turns into `<unk>` (a ValueError in StopStringCriteria). Decoding the last few tokens of each row is cheap.
+    """
+
+    def __init__(self, tokenizer, stops: list[str], prompt_length: int):
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, list(stops), prompt_length
+        self.window = max(len(stop) for stop in self.stops)  # every token spells at least one character
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        start = max(self.prompt_length, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+        return torch.tensor([any(stop in tail for stop in self.stops) for tail in tails], device=input_ids.device)
+
+
+def generate_text_ids(model, tokenizer, inputs: dict, stop_strings: list[str] | None = None, **options):
+    """`model.generate(**inputs, **options)`, ending each sequence after any of `stop_strings` (kept in the text)."""
+    if stop_strings:
+        stop = StopOnText(tokenizer, stop_strings, inputs["input_ids"].shape[1])
+        options["stopping_criteria"] = StoppingCriteriaList([*options.get("stopping_criteria", []), stop])
+    return model.generate(**inputs, **options)
+
+
 def sample(model, tokenizer, prompt: str, stream: bool = True, **options) -> list[str]:
     """Generate continuations of `prompt` (the prompt included); print them as they come when `stream`."""
     inputs = encode_prompt(tokenizer, prompt, model.device)
     samples = options.get("num_return_sequences", 1)
     streamer = TextStreamer(tokenizer, skip_special_tokens=True) if stream and samples == 1 and options.get("num_beams", 1) == 1 else None
-    output = model.generate(**inputs, streamer=streamer, **options)
+    output = generate_text_ids(model, tokenizer, inputs, streamer=streamer, **options)
     texts = tokenizer.batch_decode(output, skip_special_tokens=True)
     if stream and streamer is None:
         for number, text in enumerate(texts, start=1):
             print(f"--- sample {number} ---\n{text}")
     return texts
+
+
+def sample_records(model, tokenizer, prompt: str, num_return_sequences: int, **options) -> list[str]:
+    """
+    `num_return_sequences` records, each sampled from the start of a document (or from `prompt`, its beginning) until
+    the model ends it with `<eos>`, as texts (a record is a document of the training data: a name, a line, ...). A
+    record cut by `max_new_tokens` before its end is kept, with a warning that says how many were.
+    """
+    inputs = encode_prompt(tokenizer, prompt, model.device)
+    options.setdefault("do_sample", True)
+    output = generate_text_ids(model, tokenizer, inputs, num_return_sequences=num_return_sequences, **options)
+    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    eos = tokenizer.eos_token_id
+    unfinished = int((new_tokens != eos).all(dim=1).sum()) if eos is not None else 0
+    if unfinished:
+        limit = options.get("max_new_tokens", model.generation_config.max_new_tokens)
+        print(f"warning: {unfinished} of {num_return_sequences} records did not end within {limit} new tokens (cut "
+              "there); raise --max_new_tokens for longer records.", file=sys.stderr)
+    return [text.rstrip("\n") for text in tokenizer.batch_decode(output, skip_special_tokens=True)]

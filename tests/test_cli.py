@@ -80,6 +80,60 @@ def test_beam_search_from_the_command_line(checkpoint):
     assert result.stdout.strip() == tokenizer.decode(ids[0], skip_special_tokens=True).strip()
 
 
+def test_stop_strings_end_the_sample_after_the_text(checkpoint):
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    ids = model.generate(**tokenizer("Romeo", return_tensors="pt"), do_sample=False, max_new_tokens=40)
+    continuation = tokenizer.decode(ids[0, 5:], skip_special_tokens=True)
+    stop = continuation[6]  # a character the greedy continuation reaches: it must end there, at its first occurrence
+    result = hf_charrnn("generate", str(checkpoint), "--prompt", "Romeo", "--greedy", "--max_new_tokens", "40",
+                        "--stop", stop, "--stop", "never printed")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip("\n") == ("Romeo" + continuation[: continuation.index(stop) + 1]).rstrip("\n")
+
+
+def test_records_are_sampled_to_their_end_one_per_line(checkpoint):
+    from transformers import set_seed
+
+    result = hf_charrnn("generate", str(checkpoint), "--num_records", "4", "--seed", "3", "--max_new_tokens", "300")
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    set_seed(3)
+    start = torch.tensor([[tokenizer.eos_token_id]])
+    ids = model.generate(start, attention_mask=torch.ones_like(start), num_return_sequences=4, do_sample=True,
+                         max_new_tokens=300)
+    ended = [(row[1:] == tokenizer.eos_token_id).any().item() for row in ids]
+    records = [text.rstrip("\n") for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    assert result.stdout == "\n".join(records) + "\n"
+    assert ("did not end" in result.stderr) == (not all(ended))
+    cut = hf_charrnn("generate", str(checkpoint), "--num_records", "3", "--seed", "3", "--max_new_tokens", "1",
+                     "--temperature", "0.01")  # the most likely first character is not <eos>: all three are cut
+    assert cut.returncode == 0 and "3 of 3 records did not end within 1 new tokens" in cut.stderr
+
+
+def test_repetition_controls_reach_generate(checkpoint):
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    result = hf_charrnn("generate", str(checkpoint), "--prompt", "thy", "--greedy", "--max_new_tokens", "60",
+                        "--no_repeat_ngram_size", "2", "--repetition_penalty", "1.3")
+    assert result.returncode == 0, result.stderr
+    ids = model.generate(**tokenizer("thy", return_tensors="pt"), do_sample=False, max_new_tokens=60,
+                         no_repeat_ngram_size=2, repetition_penalty=1.3)
+    assert result.stdout.rstrip("\n") == tokenizer.decode(ids[0], skip_special_tokens=True).rstrip("\n")
+    pairs = [tuple(ids[0, i : i + 2].tolist()) for i in range(ids.shape[1] - 1)]
+    assert len(pairs) == len(set(pairs))  # no character pair twice
+
+
+def test_generation_options_out_of_range_are_one_line_errors(checkpoint):
+    for options, message in ((("--num_records", "0"), "--num_records must be at least 1"),
+                             (("--stop", ""), "--stop needs a non-empty text"),
+                             (("--repetition_penalty", "0"), "--repetition_penalty must be above 0"),
+                             (("--num_records", "2", "--num_samples", "2"), "not both")):
+        result = hf_charrnn("generate", str(checkpoint), *options)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, options
+
+
 def test_bad_input_is_one_line_not_a_traceback(tmp_path):
     missing = hf_charrnn("generate", str(tmp_path / "no-such-model"), "--prompt", "x")
     assert missing.returncode == 2

@@ -272,12 +272,12 @@ def model_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def test_generate_without_a_prompt_starts_from_the_bos_token(model_folder):
+def test_generate_without_a_prompt_starts_where_a_document_starts(model_folder):
     result = hf_charrnn("generate", model_folder, "--greedy", "--max_new_tokens", "30")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warning" not in result.stderr and "<" not in result.stdout
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_folder), AutoTokenizer.from_pretrained(model_folder)
-    start = torch.tensor([[tokenizer.bos_token_id]])
+    start = torch.tensor([[tokenizer.eos_token_id]])  # documents follow <eos> in the training stream
     expected = model.generate(start, attention_mask=torch.ones_like(start), do_sample=False, max_new_tokens=30)
     assert result.stdout.rstrip("\n") == tokenizer.decode(expected[0], skip_special_tokens=True).rstrip("\n")
 

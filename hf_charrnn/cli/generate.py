@@ -5,7 +5,7 @@ import sys
 
 from transformers import set_seed
 
-from ..generate import sample
+from ..generate import sample, sample_records
 from ..model_loading import load_model_and_tokenizer
 
 
@@ -17,7 +17,10 @@ def generation_options(args: argparse.Namespace) -> dict:
         "top_k": args.top_k,
         "top_p": args.top_p,
         "num_beams": args.num_beams,
-        "num_return_sequences": args.num_samples,
+        "num_return_sequences": args.num_records or args.num_samples,
+        "repetition_penalty": args.repetition_penalty,
+        "no_repeat_ngram_size": args.no_repeat_ngram_size,
+        "stop_strings": args.stop,
     }
     options = {name: value for name, value in options.items() if value is not None}
     if args.greedy or (args.num_beams and args.num_beams > 1 and args.temperature is None):
@@ -42,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_beams", type=int, help="beam search with this many beams (greedy unless "
                         "--temperature is given too)")
     parser.add_argument("--num_samples", type=int, help="how many different samples to draw")
+    parser.add_argument("--num_records", type=int, help="sample this many records (names, titles, lines: what the "
+                        "model learned as documents), each ending where the model ends one; printed one per line")
+    parser.add_argument("--stop", action="append", metavar="TEXT", help="end a sample after this text (repeat for "
+                        "several; the text is kept), e.g. --stop $'\\n' for one line")
+    parser.add_argument("--repetition_penalty", type=float, help="above 1: less likely to repeat what was generated "
+                        "(1.1-1.3 against loops)")
+    parser.add_argument("--no_repeat_ngram_size", type=int, help="never repeat a sequence of this many characters")
     parser.add_argument("--greedy", action="store_true", help="always take the most likely character")
     parser.add_argument("--seed", type=int, help="make sampling reproducible")
     parser.add_argument("--revision", help="Hub branch, tag or commit to load")
@@ -55,13 +65,31 @@ def read_prompt(prompt: str | None) -> str:
     return sys.stdin.read() if prompt == "-" else (prompt or "")
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Values generate() would reject deep inside, or silently misuse, named here."""
+    for name in ("max_new_tokens", "num_samples", "num_records", "num_beams", "no_repeat_ngram_size"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "no_repeat_ngram_size" else 1):
+            raise ValueError(f"--{name} must be at least {0 if name == 'no_repeat_ngram_size' else 1}, got {value}.")
+    if args.repetition_penalty is not None and args.repetition_penalty <= 0:
+        raise ValueError(f"--repetition_penalty must be above 0 (1 = none), got {args.repetition_penalty}.")
+    if args.num_records and args.num_samples:
+        raise ValueError("Give --num_records or --num_samples, not both.")
+    if args.stop is not None and not all(args.stop):
+        raise ValueError("--stop needs a non-empty text.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_options(args)
     if args.seed is not None:
         set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, revision=args.revision, device=args.device)
-    texts = sample(model, tokenizer, read_prompt(args.prompt), stream=not args.no_stream,
-                   **generation_options(args))
+    prompt = read_prompt(args.prompt)
+    if args.num_records:
+        print("\n".join(sample_records(model, tokenizer, prompt, **generation_options(args))))
+        return 0
+    texts = sample(model, tokenizer, prompt, stream=not args.no_stream, **generation_options(args))
     if args.no_stream:
         print("\n\n".join(texts))
     return 0
