@@ -355,7 +355,8 @@ class CharRNNModel(CharRNNPreTrainedModel):
         if inputs.shape[1] == 0:
             raise ValueError(
                 "The input is empty: the prompt encoded to no tokens. A recurrent model needs at least one token to "
-                "start from; pass a non-empty prompt (for unconditional text, start from the tokenizer's bos_token)."
+                "start from; pass a non-empty prompt (for unconditional text, the tokenizer's eos_token: documents start "
+                "after it in training)."
             )
         if input_ids is None or not input_ids.numel() or _is_tracing() or (continuing and input_ids.shape[1] == 1):
             return

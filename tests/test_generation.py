@@ -102,5 +102,5 @@ def test_negative_max_new_tokens_is_refused():
 
 
 def test_an_empty_prompt_is_refused_with_the_fix():
-    with pytest.raises(ValueError, match="prompt encoded to no tokens.*bos_token"):
+    with pytest.raises(ValueError, match="prompt encoded to no tokens.*eos_token"):
         tiny_model().generate(torch.zeros((1, 0), dtype=torch.long), max_new_tokens=3)
