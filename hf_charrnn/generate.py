@@ -6,6 +6,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
 from .scoring import document_start_id
+from .states import PrimedState, continue_from, prime
 from .tokenization_charrnn import (
     count_unknown_characters,
     is_char_level,
@@ -52,20 +53,28 @@ class StopOnText(StoppingCriteria):
         return torch.tensor([any(stop in tail for stop in self.stops) for tail in tails], device=input_ids.device)
 
 
-def generate_text_ids(model, tokenizer, inputs: dict, stop_strings: list[str] | None = None, **options):
-    """`model.generate(**inputs, **options)`, ending each sequence after any of `stop_strings` (kept in the text)."""
+def primed_state(model, tokenizer, prompt: str, loaded: PrimedState | None = None) -> PrimedState:
+    """The state after reading `prompt` (from the document start), or after `loaded`'s prompt and then `prompt`."""
+    if loaded is None:
+        return prime(model, encode_prompt(tokenizer, prompt, model.device)["input_ids"])
+    more = encode_prompt(tokenizer, prompt, model.device)["input_ids"] if prompt else loaded.prompt_ids[:, :0]
+    return prime(model, more, after=loaded)
+
+
+def generate_from(model, tokenizer, state: PrimedState, stop_strings: list[str] | None = None, **options):
+    """`model.generate()` continuing `state` (the prompt read once, whatever the number of sequences), ending each
+    sequence after any of `stop_strings` (kept in the text). Returns the ids, the prompt's included."""
     if stop_strings:
-        stop = StopOnText(tokenizer, stop_strings, inputs["input_ids"].shape[1])
+        stop = StopOnText(tokenizer, stop_strings, state.prompt_ids.shape[1])
         options["stopping_criteria"] = StoppingCriteriaList([*options.get("stopping_criteria", []), stop])
-    return model.generate(**inputs, **options)
+    return continue_from(model, state, **options)
 
 
-def sample(model, tokenizer, prompt: str, stream: bool = True, **options) -> list[str]:
-    """Generate continuations of `prompt` (the prompt included); print them as they come when `stream`."""
-    inputs = encode_prompt(tokenizer, prompt, model.device)
+def sample(model, tokenizer, state: PrimedState, stream: bool = True, **options) -> list[str]:
+    """Generate continuations of a primed prompt (the prompt included); print them as they come when `stream`."""
     samples = options.get("num_return_sequences", 1)
     streamer = TextStreamer(tokenizer, skip_special_tokens=True) if stream and samples == 1 and options.get("num_beams", 1) == 1 else None
-    output = generate_text_ids(model, tokenizer, inputs, streamer=streamer, **options)
+    output = generate_from(model, tokenizer, state, streamer=streamer, **options)
     texts = tokenizer.batch_decode(output, skip_special_tokens=True)
     if stream and streamer is None:
         for number, text in enumerate(texts, start=1):
@@ -73,16 +82,16 @@ def sample(model, tokenizer, prompt: str, stream: bool = True, **options) -> lis
     return texts
 
 
-def sample_records(model, tokenizer, prompt: str, num_return_sequences: int, **options) -> list[str]:
+def sample_records(model, tokenizer, state: PrimedState, num_return_sequences: int, **options) -> list[str]:
     """
-    `num_return_sequences` records, each sampled from the start of a document (or from `prompt`, its beginning) until
-    the model ends it with `<eos>`, as texts (a record is a document of the training data: a name, a line, ...). A
-    record cut by `max_new_tokens` before its end is kept, with a warning that says how many were.
+    `num_return_sequences` records, each sampled from a primed state (the start of a document, or a prompt there:
+    the records' beginning) until the model ends it with `<eos>`, as texts (a record is a document of the training
+    data: a name, a line, ...). A record cut by `max_new_tokens` before its end is kept, with a warning that says
+    how many were.
     """
-    inputs = encode_prompt(tokenizer, prompt, model.device)
     options.setdefault("do_sample", True)
-    output = generate_text_ids(model, tokenizer, inputs, num_return_sequences=num_return_sequences, **options)
-    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    output = generate_from(model, tokenizer, state, num_return_sequences=num_return_sequences, **options)
+    new_tokens = output[:, state.prompt_ids.shape[1]:]
     eos = tokenizer.eos_token_id
     unfinished = int((new_tokens != eos).all(dim=1).sum()) if eos is not None else 0
     if unfinished:

@@ -125,6 +125,26 @@ def test_repetition_controls_reach_generate(checkpoint):
     assert len(pairs) == len(set(pairs))  # no character pair twice
 
 
+def test_a_saved_state_continues_like_one_long_call_and_another_model_refuses_it(checkpoint, tmp_path):
+    state = tmp_path / "romeo.safetensors"
+    primed = hf_charrnn("generate", str(checkpoint), "--prompt", "O Romeo, ", "--save_state", str(state),
+                        "--max_new_tokens", "0")
+    assert primed.returncode == 0 and primed.stdout == "" and "Saved the state after 9 prompt tokens" in primed.stderr
+    options = ("--seed", "4", "--temperature", "1.3", "--max_new_tokens", "30", "--num_samples", "2")
+    continued = hf_charrnn("generate", str(checkpoint), "--load_state", str(state), "--prompt", "Rom", *options)
+    whole = hf_charrnn("generate", str(checkpoint), "--prompt", "O Romeo, Rom", *options)
+    assert continued.returncode == 0, continued.stderr
+    assert continued.stdout == whole.stdout and "O Romeo, Rom" in continued.stdout
+
+    other = tmp_path / "other"
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tiny_model(seed=1, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    refused = hf_charrnn("generate", str(other), "--load_state", str(state))
+    assert refused.returncode == 2 and "holds the state of another model" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_generation_options_out_of_range_are_one_line_errors(checkpoint):
     for options, message in ((("--num_records", "0"), "--num_records must be at least 1"),
                              (("--stop", ""), "--stop needs a non-empty text"),

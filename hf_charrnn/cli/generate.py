@@ -5,8 +5,9 @@ import sys
 
 from transformers import set_seed
 
-from ..generate import sample, sample_records
+from ..generate import primed_state, sample, sample_records
 from ..model_loading import load_model_and_tokenizer
+from ..states import load_state, save_state
 
 
 def generation_options(args: argparse.Namespace) -> dict:
@@ -57,20 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--revision", help="Hub branch, tag or commit to load")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
     parser.add_argument("--no_stream", action="store_true", help="print only the finished samples")
+    parser.add_argument("--save_state", metavar="FILE", help="save the state after reading the prompt (safetensors, "
+                        "a few KB): --load_state FILE continues from it later without reading the prompt again; "
+                        "with --max_new_tokens 0 only that")
+    parser.add_argument("--load_state", metavar="FILE", help="continue from a state saved with --save_state by this "
+                        "model (--prompt, if given, continues its prompt): the tokens one long call would give")
     return parser
 
 
 def read_prompt(prompt: str | None) -> str:
-    """The prompt text ('' for none: encode_prompt then starts from the BOS token)."""
+    """The prompt text ('' for none: sampling then starts after <eos>, where documents start in training)."""
     return sys.stdin.read() if prompt == "-" else (prompt or "")
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Values generate() would reject deep inside, or silently misuse, named here."""
     for name in ("max_new_tokens", "num_samples", "num_records", "num_beams", "no_repeat_ngram_size"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "no_repeat_ngram_size" else 1):
-            raise ValueError(f"--{name} must be at least {0 if name == 'no_repeat_ngram_size' else 1}, got {value}.")
+        value, least = getattr(args, name), 0 if name == "no_repeat_ngram_size" else 1
+        least = 0 if name == "max_new_tokens" and args.save_state else least  # only priming and saving the state
+        if value is not None and value < least:
+            raise ValueError(f"--{name} must be at least {least}, got {value}.")
     if args.repetition_penalty is not None and args.repetition_penalty <= 0:
         raise ValueError(f"--repetition_penalty must be above 0 (1 = none), got {args.repetition_penalty}.")
     if args.num_records and args.num_samples:
@@ -85,11 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, revision=args.revision, device=args.device)
-    prompt = read_prompt(args.prompt)
+    loaded = load_state(args.load_state, model) if args.load_state else None
+    state = primed_state(model, tokenizer, read_prompt(args.prompt), loaded)
+    if args.save_state:
+        save_state(args.save_state, model, state)
+        print(f"Saved the state after {state.prompt_ids.shape[1]} prompt tokens to {args.save_state}.",
+              file=sys.stderr)
+        if args.max_new_tokens == 0:
+            return 0
     if args.num_records:
-        print("\n".join(sample_records(model, tokenizer, prompt, **generation_options(args))))
+        print("\n".join(sample_records(model, tokenizer, state, **generation_options(args))))
         return 0
-    texts = sample(model, tokenizer, prompt, stream=not args.no_stream, **generation_options(args))
+    texts = sample(model, tokenizer, state, stream=not args.no_stream, **generation_options(args))
     if args.no_stream:
         print("\n\n".join(texts))
     return 0
