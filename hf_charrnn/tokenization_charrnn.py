@@ -69,18 +69,45 @@ def build_char_tokenizer(
     ``WordLevelTrainer`` would make (tested against it), from code-point counts taken piece by piece with numpy:
     ~100x faster, and the memory of one piece whatever the corpus."""
     _check_limits(min_frequency, max_vocab)
-    counts = count_code_points(texts)
-    counts[0xD800:0xE000] = 0  # lone surrogates (only from undecodable bytes) are no characters: they become <unk>
-    kept = [code for code in np.lexsort((np.arange(len(counts)), -counts)) if counts[code] >= min_frequency]
+    kept = _characters_by_frequency(texts, min_frequency)
     if max_vocab is not None:
         kept = kept[: max_vocab - len(SPECIAL_TOKENS)]
     vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
-    vocab.update({chr(code): len(SPECIAL_TOKENS) + index for index, code in enumerate(kept)})
+    vocab.update({character: len(SPECIAL_TOKENS) + index for index, character in enumerate(kept)})
+    return _char_tokenizer(vocab)
+
+
+def _char_tokenizer(vocab: dict[str, int]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(CHAR_PATTERN), behavior="isolated")
     tok.decoder = decoders.Fuse()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     return wrap_tokenizer(tok)
+
+
+def _characters_by_frequency(texts: Iterable[str], min_frequency: int = 1) -> list[str]:
+    """The characters of `texts` seen at least `min_frequency` times, most frequent first (ties by code point: the
+    order of WordLevelTrainer)."""
+    counts = count_code_points(texts)
+    counts[0xD800:0xE000] = 0  # lone surrogates (only from undecodable bytes) are no characters: they become <unk>
+    return [chr(code) for code in np.lexsort((np.arange(len(counts)), -counts)) if counts[code] >= min_frequency]
+
+
+def extend_char_tokenizer(tokenizer, texts: Iterable[str]) -> tuple[PreTrainedTokenizerFast, list[str]]:
+    """
+    `tokenizer` with the characters of `texts` it lacks added after its last id (most frequent first), and the list
+    of those characters. Every character it had keeps its id, so a model's rows for them keep their meaning; the
+    model grows by the added rows (`CharRNNForCausalLM.resize_token_embeddings`).
+    """
+    if not is_char_level(tokenizer):
+        raise ValueError("--extend_vocabulary adds characters to a character tokenizer; this one is word-level "
+                         "(build a new tokenizer from the new text instead).")
+    vocab = tokenizer.get_vocab()
+    added = [character for character in _characters_by_frequency(texts) if character not in vocab]
+    if not added:
+        return tokenizer, []
+    first = max(vocab.values()) + 1
+    return _char_tokenizer({**vocab, **{character: first + index for index, character in enumerate(added)}}), added
 
 
 def count_code_points(texts: Iterable[str], piece_characters: int = 1 << 22) -> np.ndarray:

@@ -29,6 +29,7 @@ from .run_folder import (
 from .tokenization_charrnn import (
     build_tokenizer,
     count_unknown_characters,
+    extend_char_tokenizer,
     is_char_level,
     unknown_warning,
 )
@@ -212,6 +213,11 @@ def load_or_build_tokenizer(model_args: ModelArguments, train_texts: Iterable[st
                 logger.info("Vocabulary limits: %s", message)
         return tokenizer, "built"
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=model_args.trust_remote_code)
+    if model_args.extend_vocabulary and source != checkpoint:  # a resumed checkpoint's tokenizer is extended already
+        tokenizer, added = extend_char_tokenizer(tokenizer, train_texts)
+        if added:
+            logger.info("Added %d characters to the vocabulary of %s: %s", len(added), source,
+                        ", ".join(repr(character) for character in added[:20]) + (", ..." if len(added) > 20 else ""))
     message = unknown_warning(count_unknown_characters(tokenizer, train_texts), unit=_unit(tokenizer))
     if message:
         logger.warning("The tokenizer from %s does not cover the training text: %s", source, message)
@@ -236,10 +242,14 @@ def build_model(model_args: ModelArguments, tokenizer, checkpoint: str | None = 
         if ignored:
             logger.warning("Fine-tuning keeps the loaded model's shape; ignoring --%s.", ", --".join(ignored))
         if len(tokenizer) > model.config.vocab_size:
-            raise ValueError(
-                f"The tokenizer has {len(tokenizer)} tokens but the model {model_args.model_name_or_path!r} only "
-                f"{model.config.vocab_size}: use the tokenizer saved with the model."
-            )
+            if not model_args.extend_vocabulary:
+                raise ValueError(
+                    f"The tokenizer has {len(tokenizer)} tokens but the model {model_args.model_name_or_path!r} only "
+                    f"{model.config.vocab_size}: use the tokenizer saved with the model (or --extend_vocabulary)."
+                )
+            # New rows for the added characters, initialised as transformers does (the old rows' mean and
+            # covariance); the old rows stay. A one-hot model refuses, naming why.
+            model.resize_token_embeddings(len(tokenizer))
         if model_args.dropout is not None:
             _set_dropout(model, model_args.dropout)
         return model
@@ -283,10 +293,13 @@ def data_identity(data_args: DataArguments) -> dict[str, Any]:
 
 def model_identity(model_args: ModelArguments) -> dict[str, Any]:
     """The model and tokenizer a run builds or loads (both training paths)."""
-    return {name: getattr(model_args, name) for name in (
+    identity = {name: getattr(model_args, name) for name in (
         "model_name_or_path", "tokenizer_name", "tokenizer", "min_frequency", "max_vocab", "cell_type",
         "hidden_size", "num_layers", "embedding_dim", "dropout", "input_encoding", "tie_word_embeddings",
     )}
+    if model_args.extend_vocabulary:  # only when set: the runs recorded before the option keep their identity
+        identity["extend_vocabulary"] = True
+    return identity
 
 
 def recorded_data_arguments(output_dir: str | os.PathLike) -> tuple[DataArguments, int] | None:

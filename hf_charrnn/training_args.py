@@ -76,6 +76,17 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow code from a Hub checkpoint (not needed when hf_charrnn is installed)."}
     )
+    extend_vocabulary: bool = field(
+        default=False,
+        metadata={"help": "Fine-tuning on text with characters the model does not know: add them to the tokenizer "
+                          "(old characters keep their ids) and grow the embedding and output layer for them, instead "
+                          "of reading them as <unk>."},
+    )
+
+    def __post_init__(self):
+        if self.extend_vocabulary and not (self.model_name_or_path or self.tokenizer_name):
+            raise ValueError("--extend_vocabulary grows the vocabulary of a model being fine-tuned: give "
+                             "--model_name_or_path (a tokenizer built from the training text already covers it).")
 
 
 @dataclass
