@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .memorisation import describe_report
 from .model_loading import WEIGHTS_INDEX, index_shards
 from .reporting import LOSS_CURVE_FILE, SUMMARY_FILE
 
@@ -212,7 +213,7 @@ def samples_section(summary: dict[str, Any]) -> tuple[list[dict[str, str]], str]
     recorded = [sample for sample in summary.get("samples") or []
                 if isinstance(sample, dict) and isinstance(sample.get("text"), str)]
     samples = [{
-        "prompt_md": _md_code(sample["prompt"]) if sample.get("prompt") else "(empty: starts from `<bos>`)",
+        "prompt_md": _md_code(sample["prompt"]) if sample.get("prompt") else "(empty: starts after `<eos>`)",
         "settings_md": _settings_md(sample.get("settings")),
         "text": sample["text"],
         "fence": _fence(sample["text"]),
@@ -291,5 +292,6 @@ def render_model_card(output_dir: str | os.PathLike, repo_id: str, *, license: s
         card_data, template_str=_load_template(), repo_id=repo_id, model_name=model_name,
         **model_section(folder, config), **training, results=results_table(splits), samples=samples,
         validation_bpc_md=format_number(splits.get("validation", {}).get("bpc")),
+        memorisation_md=describe_report(summary.get("memorisation") or {}),
         usage_prompt_py=json.dumps(usage_prompt, ensure_ascii=False),
     )

@@ -162,6 +162,7 @@ class TrainerRun:
     validation_blocks: int | None
     precision: PrecisionChoice
     budget: TimeBudgetCallback | None = None  # with --max_train_minutes: its plan, and where it stopped the run
+    train_texts: Any = None  # the training split's texts, read lazily (the memorisation report reads its start)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -358,5 +359,5 @@ def prepare_run(
         sampler=callbacks[2], sample_prompt=prompt, test_dataset=blocks.get("test"),
         train_blocks=len(blocks["train"]) if hasattr(blocks["train"], "__len__") else None,
         validation_blocks=len(blocks["validation"]) if hasattr(blocks["validation"], "__len__") else None,
-        precision=precision, budget=budget_callback,
+        precision=precision, budget=budget_callback, train_texts=train_texts,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .memorisation import training_run_report
 from .reporting import generate_samples, training_summary, write_run_report
 from .trainer_utils import dataset_label, is_char_tokenizer
 from .training_args import DataArguments
@@ -62,6 +63,7 @@ def save_and_summarize(run: TrainerRun, runtime: float, model_args, data_args, t
         resumed_from=run.checkpoint, validation=validation, test=test, samples=samples,
     )
     summary["precision"] = run.precision.as_dict()
+    summary["memorisation"] = training_run_report(trainer.model, run.tokenizer, run.train_texts, training_args.seed)
     if run.budget is not None:
         summary["time_budget"] = run.budget.summary()
     if run.sampler.history:

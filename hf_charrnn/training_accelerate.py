@@ -52,6 +52,7 @@ from .checkpoints import BPTT_STATE_FILE, resolve_checkpoint
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
 from .precision import PrecisionChoice
+from .memorisation import training_run_report
 from .reporting import generate_samples, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json
 from .bptt_budget import plan_bptt_budget, print_on_main_process, size_bptt_run
@@ -360,7 +361,8 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
     about_the_run = {"precision": precision.as_dict()}
     if budget_callback is not None:
         about_the_run["time_budget"] = budget_callback.summary()
-    summary = _finish(loop, dataset_name, hyperparameters, checkpoint, about_the_run)
+    summary = _finish(loop, dataset_name, hyperparameters, checkpoint, about_the_run,
+                      training_texts(dataset["train"]))
     claim.complete(loop.progress.step, summary["validation"]["bpc"])
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -369,9 +371,9 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
 
 
 def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint: Path | None,
-            about_the_run: dict[str, Any]) -> dict[str, Any]:
-    """The end of a run: final evaluation, samples, the saved model, summary (with `about_the_run`: precision, time
-    budget), loss curve and log history."""
+            about_the_run: dict[str, Any], train_texts) -> dict[str, Any]:
+    """The end of a run: final evaluation, samples, the memorisation report (against `train_texts`), the saved model,
+    summary (with `about_the_run`: precision, time budget), loss curve and log history."""
     args, accelerator, progress, tokenizer = loop.args, loop.accelerator, loop.progress, loop.tokenizer
     validation = loop.evaluate("validation")
     loop.record_evaluation(validation)
@@ -391,6 +393,7 @@ def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint
             loop.unwrapped, tokenizer, loop.prompts, seed=args.seed, max_new_tokens=args.sample_length,
             temperature=args.sample_temperature, do_sample=True,
         )
+        summary["memorisation"] = training_run_report(loop.unwrapped, tokenizer, train_texts, args.seed)
         loop.output_dir.mkdir(parents=True, exist_ok=True)
         loop.unwrapped.save_pretrained(loop.output_dir)
         tokenizer.save_pretrained(loop.output_dir)

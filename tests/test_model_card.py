@@ -52,3 +52,18 @@ def test_hub_dataset_ids_go_to_the_metadata(tmp_path):
     card = ModelCard(str(render_model_card(folder, "someone/x")))
     assert card.data.datasets == ["karpathy/tiny_shakespeare"]
     assert {r.dataset_type for r in card.data.eval_results} == {"karpathy/tiny_shakespeare"}
+
+
+def test_the_memorisation_report_is_a_sentence_in_the_card(tmp_path):
+    folder = make_output_dir(tmp_path / "out")
+    summary = json.loads((folder / "training_summary.json").read_text())
+    summary["memorisation"] = {"samples": 4, "sampled_characters": 1200, "longest_copied_span": 57,
+                               "longest_copied_text": "x" * 57, "copied_share": 0.125, "min_span": 20,
+                               "indexed_characters": 5000, "training_characters": 5000, "seed": 0}
+    (folder / "training_summary.json").write_text(json.dumps(summary))
+    text = ModelCard(str(render_model_card(folder, "someone/r"))).text
+    assert ("**Memorisation.** Of 1,200 characters in 4 seeded samples, 12.5% lie in spans of 20 or more characters "
+            "copied verbatim from the training text; the longest copied span is 57 characters.") in text
+    summary["memorisation"]["indexed_characters"] = 2000  # a corpus larger than what is indexed says so
+    (folder / "training_summary.json").write_text(json.dumps(summary))
+    assert "checked against the first 2,000 characters" in ModelCard(str(render_model_card(folder, "someone/r"))).text

@@ -345,6 +345,7 @@ def test_main_trains_from_text_files(tmp_path, capsys):
     assert "bits/character" in printed
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["dataset"] == str(train)
+    assert summary["memorisation"]["samples"] == 4 and "Memorisation: Of " in printed
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import transformers
 
+from ..memorisation import describe_report
 from ..reporting import LOSS_CURVE_FILE
 from ..run_folder import RunAlreadyComplete
 from ..trainer_utils import (
@@ -73,5 +74,8 @@ def print_result(summary: dict[str, Any], output_dir: str) -> None:
         f"Validation: loss {validation['loss']:.4f} nats/token, {validation['bpc']:.4f} bits/character, "
         f"perplexity {validation['perplexity']:.3f}"
     )
+    memorisation = describe_report(summary.get("memorisation") or {})
+    if memorisation:
+        print(f"Memorisation: {memorisation}")
     if summary.get("samples"):
         print(f"Sample:\n{summary['samples'][0]['text']}")
