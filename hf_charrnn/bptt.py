@@ -10,6 +10,7 @@ checkpoint.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import shutil
@@ -343,15 +344,28 @@ class BPTTLoop:
         accelerator.wait_for_everyone()
         return path
 
+    def end_processes(self) -> None:
+        """
+        End the run's process group, on every way out. The DDP wrapper goes first: its Reducer holds gloo's process
+        group, and freed after `destroy_process_group` it would destroy the group from Python with the GIL held,
+        joining gloo's worker thread while that thread waits for the GIL to free the last barrier's tensors (a
+        deadlock at exit, seen in about 1 run in 20 of 2 processes; native stacks in the commit that added this).
+        """
+        self.model = None
+        self.accelerator.free_memory()  # accelerate's own references to the prepared model, optimizer and schedule
+        gc.collect()
+        self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()
+
     def _diverged(self, what: str, value: float) -> TrainingDivergedError:
         self.progress_bar.close()
-        self.accelerator.end_training()
+        self.end_processes()
         last = str(self.last_checkpoint) if self.last_checkpoint else None
         where = f" (epoch {self.progress.epoch}, batch {self.progress.block} of the epoch)"
         return TrainingDivergedError.at(what, value, self.progress.step + 1, last, where)
 
     def _interrupted(self, received: int | None) -> TrainingInterrupted:
-        self.accelerator.end_training()
+        self.end_processes()
         last = str(self.last_checkpoint) if self.last_checkpoint else None
         signal_number = received or signal.SIGINT  # another process may have received it
         return TrainingInterrupted.at(signal_number, self.progress.step, last, saved=bool(self.args.save_steps))

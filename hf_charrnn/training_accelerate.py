@@ -350,6 +350,7 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
     prompts = [sample_prompt_for(args.sample_prompt, dataset_name, dataset["validation"])]
     loop = BPTTLoop(args, accelerator, model, optimizer, scheduler, tokenizer, streams, total_steps, prompts, callback,
                     callbacks)
+    del model, optimizer, scheduler  # the loop holds them: its `end_processes` frees the DDP wrapper before the group
     if budget_callback is not None:
         budget_callback.sampler = loop.sampler
     if checkpoint is not None:
@@ -364,8 +365,7 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
     summary = _finish(loop, dataset_name, hyperparameters, checkpoint, about_the_run,
                       training_texts(dataset["train"]))
     claim.complete(loop.progress.step, summary["validation"]["bpc"])
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+    loop.end_processes()
     return {"output_dir": str(args.output_dir),
             "checkpoint": str(loop.last_checkpoint) if loop.last_checkpoint else None, **summary}
 

@@ -356,10 +356,10 @@ def test_main_reports_usage_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_resume_on_one(tmp_path):
+def test_two_processes_match_one_process_and_resume_each_other(tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo): each process carries the state of its own rows, gradients are
-    averaged, and the run equals a 1-process run up to float summation order; the saved model loads; its checkpoint
-    resumes on one process and finishes the same run."""
+    averaged, and the run equals a 1-process run up to float summation order; the saved model loads; a checkpoint
+    made by either resumes on the other and finishes the same run (and the processes exit: `BPTTLoop.end_processes`)."""
     from transformers import AutoModelForCausalLM
 
     train, validation = write_corpus_files(tmp_path)
@@ -371,13 +371,17 @@ def test_two_processes_match_one_process_and_resume_on_one(tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "two")
     assert_same_run(tmp_path / "one", tmp_path / "two")
 
-    # The two processes' checkpoint resumes on one: the carried state is gathered whole and shared out by rank.
-    # (One process's checkpoint resumed on two finished its run but hung at exit once in 3 runs: not claimed yet.)
-    folder = tmp_path / "two-resumed-by-one"
-    copy_interrupted_run(tmp_path / "two", folder, "checkpoint-2")
-    assert main(cli_arguments(train, validation, folder) + ["--resume_from_checkpoint",
-                                                              str(folder / "checkpoint-2")]) == 0
-    assert_same_run(tmp_path / "two", folder, steps_from=3)
+    # A checkpoint of either resumes on the other: the carried state is gathered whole and shared out by rank.
+    for made_by, resumed_by in (("two", "one"), ("one", "two")):
+        folder = tmp_path / f"{made_by}-resumed-by-{resumed_by}"
+        copy_interrupted_run(tmp_path / made_by, folder, "checkpoint-2")
+        argv = cli_arguments(train, validation, folder) + ["--resume_from_checkpoint", str(folder / "checkpoint-2")]
+        if resumed_by == "one":
+            assert main(argv) == 0
+        else:
+            resumed = launch_two_processes(argv + ["--cpu"])
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert_same_run(tmp_path / made_by, folder, steps_from=3)
 
 
 def copy_interrupted_run(finished: Path, folder: Path, checkpoint: str) -> None:
