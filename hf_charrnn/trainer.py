@@ -44,7 +44,7 @@ from transformers import (
     set_seed,
 )
 
-from . import data
+from . import data, records
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE_FILE, complete_checkpoints, resolve_checkpoint
 from .evaluation import bits_per_character
 from .hub import push_output_dir
@@ -228,6 +228,8 @@ def trainer_run_identity(model_args: ModelArguments, data_args: DataArguments, t
                             if name == "train_batch_size" else getattr(training_args, name))
                      for name in TRAINER_IDENTITY_FIELDS},
         "block_size": data_args.block_size,
+        # only when set: the runs recorded before record mode keep their identity
+        **({"records": data_args.records} if data_args.records != "none" else {}),
     }
 
 
@@ -277,6 +279,12 @@ def _check_options(data_args: DataArguments, training_args: TrainingArguments) -
     if data_args.streaming and training_args.max_steps <= 0 and not training_args.max_train_minutes:
         raise ValueError("--streaming needs --max_steps or --max_train_minutes (a lazily read data set has no known "
                          "length).")
+    if data_args.records != "none" and data_args.streaming:
+        raise ValueError("--records reads the records of a data set it can count; without --streaming it does (the "
+                         "cache is memory-mapped, so a large corpus fits).")
+    if data_args.records == "row" and data_args.train_file:
+        raise ValueError("--records row makes each row of a data set a record; text files are read in pieces, not "
+                         "rows: use --records line (each line a record).")
     if training_args.early_stopping_patience is not None:
         if training_args.eval_strategy == "no":
             raise ValueError("--early_stopping_patience needs evaluations: set --eval_strategy steps (or epoch).")
@@ -285,17 +293,23 @@ def _check_options(data_args: DataArguments, training_args: TrainingArguments) -
 
 
 def _blocks(raw, tokenizer, data_args: DataArguments) -> dict[str, Any]:
-    """The splits cut into blocks of `block_size` tokens: train and validation (limited as asked), and test."""
+    """The splits cut into blocks of `block_size` tokens (or, in record mode, one example per record): train and
+    validation (limited as asked), and test."""
     wanted = {"train": raw["train"], "validation": raw["validation"]}
     if data_args.evaluate_test_split and "test" in raw:
         wanted["test"] = raw["test"]
-    grouped = {
-        split: data.tokenize_and_group(
-            ds, tokenizer, data_args.block_size, num_proc=data_args.preprocessing_num_workers,
-            add_eos=not (data_args.streaming and data_args.train_file),
-        )
-        for split, ds in wanted.items()
-    }
+    if data_args.records != "none":
+        grouped = {split: records.tokenize_records(ds, tokenizer, data_args.records, data_args.block_size,
+                                                   num_proc=data_args.preprocessing_num_workers, split=split)
+                   for split, ds in wanted.items()}
+    else:
+        grouped = {
+            split: data.tokenize_and_group(
+                ds, tokenizer, data_args.block_size, num_proc=data_args.preprocessing_num_workers,
+                add_eos=not (data_args.streaming and data_args.train_file),
+            )
+            for split, ds in wanted.items()
+        }
     grouped["train"] = _select(grouped["train"], data_args.max_train_samples)
     grouped["validation"] = _select(grouped["validation"], data_args.max_eval_samples)
     return grouped
@@ -350,7 +364,9 @@ def prepare_run(
         callbacks.append(budget_callback)
     trainer = CharRNNTrainer(
         model=model, args=training_args, train_dataset=blocks["train"],
-        eval_dataset=blocks["validation"], processing_class=tokenizer, data_collator=default_data_collator,
+        eval_dataset=blocks["validation"], processing_class=tokenizer,
+        data_collator=records.RecordCollator(tokenizer.pad_token_id) if data_args.records != "none" else
+        default_data_collator,
         callbacks=callbacks, tokens_per_character=ratios,
     )
     callbacks[2].attach(trainer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .memorisation import training_run_report
+from .records import predicted_tokens
 from .reporting import generate_samples, training_summary, write_run_report
 from .trainer_utils import dataset_label, is_char_tokenizer
 from .training_args import DataArguments
@@ -57,7 +58,8 @@ def save_and_summarize(run: TrainerRun, runtime: float, model_args, data_args, t
     summary = training_summary(
         dataset=dataset_label(data_args), tokenizer_kind="char" if is_char_tokenizer(run.tokenizer) else "word",
         training_path="trainer", train_tokens=_train_tokens(run, data_args, training_args),
-        validation_tokens=validation_blocks * data_args.block_size, steps=trainer.state.global_step,
+        validation_tokens=(predicted_tokens(trainer.eval_dataset) if data_args.records != "none" else
+                           validation_blocks * data_args.block_size), steps=trainer.state.global_step,
         epochs=float(trainer.state.epoch or 0.0), runtime_s=runtime,
         hyperparameters=_hyperparameters(run, model_args, data_args, training_args), log_history=history,
         resumed_from=run.checkpoint, validation=validation, test=test, samples=samples,
@@ -79,6 +81,8 @@ def _effective_batch_size(training_args) -> int:
 
 def _train_tokens(run: TrainerRun, data_args: DataArguments, training_args) -> int:
     """Tokens in the training set; for a streaming set, the tokens the steps read."""
+    if data_args.records != "none":
+        return predicted_tokens(run.trainer.train_dataset)
     if run.train_blocks is not None:
         return int(run.train_blocks * data_args.block_size)
     return int(run.trainer.state.global_step * _effective_batch_size(training_args) * data_args.block_size)

@@ -151,6 +151,13 @@ class DataArguments(CorpusArguments):
             "backpropagates through at most this many steps (each block starts from a zero state)."
         },
     )
+    records: Literal["none", "line", "row"] = field(
+        default="none",
+        metadata={"help": "'line': each line is a record of its own (names, titles, ...), 'row': each row of a data "
+                          "set's text column: a record starts from the initial state and ends with <eos>, batches "
+                          "pad records instead of cutting a stream into blocks (block_size: the longest record "
+                          "kept whole). 'none': one stream of documents (default)."},
+    )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes used to tokenize the data."}
     )
