@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import HfArgumentParser
 
 from .. import text_files, text_pieces
 from ..evaluation import DEFAULT_CHUNK_LENGTH, evaluate_dataset
@@ -27,6 +26,7 @@ from ..tokenization_charrnn import (
     unknown_warning,
 )
 from ..trainer_utils import dataset_label, load_corpus, load_raw_data, recorded_data_arguments, training_texts
+from .help_format import parse_model_command
 
 
 @dataclass
@@ -126,17 +126,12 @@ def _resolve_device(device: str) -> torch.device:
 
 def main(argv: list[str] | None = None) -> int:
     """`hf-charrnn evaluate`: loss, bits per character and perplexity of a checkpoint, printed as JSON."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-"):  # `hf-charrnn evaluate MODEL ...`: the model may come first
-        argv = ["--model_name_or_path", argv[0], *argv[1:]]
-    parser = HfArgumentParser(
-        EvaluateArguments,
-        prog="hf-charrnn evaluate",
+    args = parse_model_command(
+        EvaluateArguments, argv, prog="hf-charrnn evaluate",
         description="Score a CharRNN checkpoint (a local folder or a Hub id): loss (nats/token), bits per character "
         "and perplexity, computed with the recurrent state carried over the whole text. Prints JSON. "
         "Usage: evaluate MODEL [--dataset shakespeare --split validation | --text_file FILE ...].",
     )
-    (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     model, tokenizer = load_model_and_tokenizer(
         args.model_name_or_path, revision=args.revision, device=str(_resolve_device(args.device)),
         trust_remote_code=args.trust_remote_code,

@@ -1,6 +1,8 @@
-"""`--help` for the training commands: each option's default shown once, as the value the command will use."""
+"""How the commands read their options: `--help` for the training commands (each option's default shown once, as
+the value the command will use), and the model-first form of the commands that take a model."""
 
 import argparse
+import sys
 
 
 class ValuesUsedHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -15,3 +17,16 @@ class ValuesUsedHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if "(default" in text or action.default is None or action.default == argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
+
+
+def parse_model_command(arguments_class, argv: list[str] | None, prog: str, description: str):
+    """The arguments dataclass of a command that takes a model (`evaluate`, `score`): the model may come first,
+    without its option name (`hf-charrnn score MODEL --text ...`)."""
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-"):
+        argv = ["--model_name_or_path", argv[0], *argv[1:]]
+    parser = HfArgumentParser(arguments_class, prog=prog, description=description)
+    (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
+    return args

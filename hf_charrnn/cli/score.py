@@ -9,13 +9,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 from .. import text_files
 from ..evaluation import DEFAULT_CHUNK_LENGTH
 from ..model_loading import load_model_and_tokenizer
 from ..scoring import score_texts
 from ..tokenization_charrnn import count_unknown_characters, is_char_level, unknown_warning
+from .help_format import parse_model_command
 
 
 @dataclass
@@ -79,17 +78,12 @@ def warn_about_unknown_characters(tokenizer, texts: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`hf-charrnn score MODEL --text T | --text_file F [--per_line] [--surprisal] [--with_end]`: JSON lines."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-"):  # `hf-charrnn score MODEL ...`: the model may come first
-        argv = ["--model_name_or_path", argv[0], *argv[1:]]
-    parser = HfArgumentParser(
-        ScoreArguments,
-        prog="hf-charrnn score",
+    args = parse_model_command(
+        ScoreArguments, argv, prog="hf-charrnn score",
         description="Score texts with a CharRNN checkpoint: each text's log-probability (natural log), bits, bits per "
         "character and, with --surprisal, each character's surprisal in bits; one JSON object per line of output. "
         "Usage: score MODEL --text 'To be, or not to be' | --text_file FILE [--per_line].",
     )
-    (args,) = parser.parse_args_into_dataclasses(args=argv, look_for_args_file=False)
     texts, labels = texts_to_score(args)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, revision=args.revision, device=args.device,
                                                 trust_remote_code=args.trust_remote_code)
