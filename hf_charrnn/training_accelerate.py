@@ -149,6 +149,12 @@ def train_bptt(
     data_args = CorpusArguments() if data_args is None else data_args
     try:  # every check before anything is written into the output folder
         check_training_length(args.max_steps)
+        if data_args.records != "none":
+            raise ValueError(
+                f"--records {data_args.records} trains each record from a fresh state, so there is no state for "
+                "stateful BPTT to carry: train records with `hf-charrnn train --records "
+                f"{data_args.records}` (on several processes: accelerate launch scripts/train.py ...)."
+            )
         claim = OutputDirClaim(args.output_dir,
                                bptt_run_identity(model_args, data_args, args, model, dataset, dataset_name),
                                overwrite=data_args.overwrite_output_dir, extend=bool(args.resume_from_checkpoint),

@@ -123,6 +123,13 @@ class CorpusArguments:
         },
     )
     text_column: str = field(default="text", metadata={"help": "Column holding the text in a `datasets` data set."})
+    records: Literal["none", "line", "row"] = field(
+        default="none",
+        metadata={"help": "'line': each line is a record of its own (names, titles, ...), 'row': each row of a data "
+                          "set's text column: a record starts from the initial state and ends with <eos>, batches "
+                          "pad records instead of cutting a stream into blocks (block_size: the longest record "
+                          "kept whole). 'none': one stream of documents (default)."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={
@@ -150,13 +157,6 @@ class DataArguments(CorpusArguments):
             "help": "Training sequence length in tokens: the text is cut into blocks this long, and the network "
             "backpropagates through at most this many steps (each block starts from a zero state)."
         },
-    )
-    records: Literal["none", "line", "row"] = field(
-        default="none",
-        metadata={"help": "'line': each line is a record of its own (names, titles, ...), 'row': each row of a data "
-                          "set's text column: a record starts from the initial state and ends with <eos>, batches "
-                          "pad records instead of cutting a stream into blocks (block_size: the longest record "
-                          "kept whole). 'none': one stream of documents (default)."},
     )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes used to tokenize the data."}

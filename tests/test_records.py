@@ -87,3 +87,7 @@ def test_record_options_that_cannot_work_are_usage_errors(tmp_path, capsys):
     assert "use --records line" in capsys.readouterr().err
     assert train_command([*base, "--records", "line", "--streaming"]) == 2
     assert "--records" in capsys.readouterr().err
+    from hf_charrnn.cli.train_accelerate import main as train_accelerate_command
+
+    assert train_accelerate_command([*base, "--records", "line"]) == 2  # no state to carry: the Trainer path's
+    assert "hf-charrnn train --records line" in capsys.readouterr().err
