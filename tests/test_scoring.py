@@ -154,3 +154,30 @@ def test_unknown_characters_are_named_in_a_warning(model_folder, capsys):
     code, (result,), err = run_command(["score", str(model_folder), "--text", "Zürich"], capsys)
     assert code == 0 and result["tokens"] == len("Zürich")
     assert "warning:" in err and "ü" in err
+
+
+def test_lines_are_scored_in_batches_as_they_are_read_and_written_to_a_file(model_folder, tmp_path, capsys,
+                                                                           monkeypatch):
+    import hf_charrnn.cli.score as score_command
+
+    monkeypatch.setattr(score_command, "LINES_PER_BATCH", 2)  # five lines: three batches
+    names_file, output = tmp_path / "names.txt", tmp_path / "scores.jsonl"
+    names_file.write_text("\n".join(NAMES + ["Eve"]) + "\n", encoding="utf-8")
+    code, lines, _ = run_command(["score", str(model_folder), "--text_file", str(names_file), "--per_line",
+                                  "--output_file", str(output)], capsys)
+    assert code == 0 and [line["line"] for line in lines] == [1, 2, 3, 4, 5]
+    assert [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()] == lines
+    alone = score_texts(CharRNNForCausalLM.from_pretrained(model_folder).eval(), CHAR_TOKENIZER, NAMES + ["Eve"])
+    assert [line["bits"] for line in lines] == pytest.approx([result["bits"] for result in alone], rel=1e-5)
+
+
+def test_a_file_too_large_to_score_whole_points_to_evaluate_and_per_line(model_folder, tmp_path, capsys, monkeypatch):
+    import hf_charrnn.cli.score as score_command
+
+    monkeypatch.setattr(score_command, "MAX_WHOLE_FILE_BYTES", 10)
+    text_file = tmp_path / "big.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    code, _, err = run_command(["score", str(model_folder), "--text_file", str(text_file)], capsys)
+    assert code == 2 and "hf-charrnn evaluate MODEL --text_file" in err and "--per_line" in err
+    code, lines, _ = run_command(["score", str(model_folder), "--text_file", str(text_file), "--per_line"], capsys)
+    assert code == 0 and len(lines) == 2

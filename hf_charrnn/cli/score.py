@@ -4,8 +4,11 @@ it. For one figure over a whole corpus, `hf-charrnn evaluate` reads files of any
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,9 @@ from ..model_loading import load_model_and_tokenizer
 from ..scoring import score_texts
 from ..tokenization_charrnn import count_unknown_characters, is_char_level, unknown_warning
 from .help_format import parse_model_command
+
+MAX_WHOLE_FILE_BYTES = 64 * 2**20  # a file scored as one text is read whole (with --per_line: line by line)
+LINES_PER_BATCH = 4096  # lines scored and printed together
 
 
 @dataclass
@@ -51,27 +57,60 @@ class ScoreArguments:
             raise ValueError("--batch_size and --chunk_length must be at least 1.")
 
 
-def texts_to_score(args: ScoreArguments) -> tuple[list[str], list[dict]]:
-    """The texts, and what to print with each result to say which text it is."""
-    if args.text_file is not None:
-        (path,) = text_files.resolve_files(args.text_file, "text")  # exists, not empty, UTF-8: or a clear error
-        text = Path(path).read_text(encoding="utf-8")
-    else:
+def text_to_read(args: ScoreArguments) -> tuple[str | None, str | None]:
+    """`(path, None)` of a checked text file, or `(None, text)`: read before the model is loaded, so a mistake shows
+    at once. A file scored whole must fit in memory as one text; corpus-level figures of any size are `evaluate`'s."""
+    if args.text_file is None:
         text = sys.stdin.read() if args.text == "-" else args.text
-    if not text:
-        raise ValueError("The text to score is empty.")
+        if not text:
+            raise ValueError("The text to score is empty.")
+        return None, text
+    (path,) = text_files.resolve_files(args.text_file, "text")  # exists, not empty, UTF-8: or a clear error
+    size = Path(path).stat().st_size
+    if not args.per_line and size > MAX_WHOLE_FILE_BYTES:
+        raise ValueError(
+            f"{args.text_file} is {size / 2**20:.0f} MB: too large to score as one text here. For its bits per "
+            f"character use `hf-charrnn evaluate MODEL --text_file {args.text_file}` (any size, read in pieces), or "
+            "score it line by line with --per_line."
+        )
+    return path, None
+
+
+def batches_to_score(args: ScoreArguments, path: str | None, text: str | None) -> Iterator[tuple[list, list]]:
+    """The texts in batches, each with what to print beside its result to say which text it is; lines of a file
+    are read as they come (any number of them)."""
     if not args.per_line:
-        label = {"text_file": args.text_file} if args.text_file is not None else {"text": text}
-        return [text], [label]
-    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line]
-    if not numbered:
+        if path is not None:
+            yield [Path(path).read_text(encoding="utf-8")], [{"text_file": args.text_file}]
+        else:
+            yield [text], [{"text": text}]
+        return
+    if path is None:
+        yield from _numbered_batches(text.split("\n"))
+        return
+    with open(path, encoding="utf-8") as file:
+        yield from _numbered_batches(line.rstrip("\n") for line in file)
+
+
+def _numbered_batches(lines: Iterable[str]) -> Iterator[tuple[list, list]]:
+    """Non-empty lines with their numbers (from 1), `LINES_PER_BATCH` at a time; none at all is an error."""
+    texts, labels, any_line = [], [], False
+    for number, line in enumerate(lines, start=1):
+        if line:
+            texts.append(line)
+            labels.append({"line": number, "text": line})
+        if len(texts) == LINES_PER_BATCH:
+            yield texts, labels
+            texts, labels, any_line = [], [], True
+    if texts:
+        yield texts, labels
+    elif not any_line:
         raise ValueError("There is no line with text to score.")
-    return [line for _, line in numbered], [{"line": number, "text": line} for number, line in numbered]
 
 
-def warn_about_unknown_characters(tokenizer, texts: list[str]) -> None:
+def warn_about_unknown_characters(tokenizer, unknown: Counter) -> None:
     unit = "characters" if is_char_level(tokenizer) else "words"
-    message = unknown_warning(count_unknown_characters(tokenizer, texts), unit=unit)
+    message = unknown_warning(unknown, unit=unit)
     if message:
         print(f"warning: {message} (their scores say little)", file=sys.stderr)
 
@@ -84,14 +123,20 @@ def main(argv: list[str] | None = None) -> int:
         "character and, with --surprisal, each character's surprisal in bits; one JSON object per line of output. "
         "Usage: score MODEL --text 'To be, or not to be' | --text_file FILE [--per_line].",
     )
-    texts, labels = texts_to_score(args)
+    path, text = text_to_read(args)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, revision=args.revision, device=args.device,
                                                 trust_remote_code=args.trust_remote_code)
-    warn_about_unknown_characters(tokenizer, texts)
-    results = score_texts(model, tokenizer, texts, with_end=args.with_end, surprisal=args.surprisal,
-                          batch_size=args.batch_size, chunk_length=args.chunk_length)
-    lines = [json.dumps({**label, **result}, ensure_ascii=False) for label, result in zip(labels, results)]
-    print("\n".join(lines))
-    if args.output_file:
-        Path(args.output_file).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    unknown = Counter()
+    with contextlib.ExitStack() as stack:
+        output = stack.enter_context(open(args.output_file, "w", encoding="utf-8")) if args.output_file else None
+        for texts, labels in batches_to_score(args, path, text):
+            unknown.update(count_unknown_characters(tokenizer, texts))
+            results = score_texts(model, tokenizer, texts, with_end=args.with_end, surprisal=args.surprisal,
+                                  batch_size=args.batch_size, chunk_length=args.chunk_length)
+            lines = "\n".join(json.dumps({**label, **result}, ensure_ascii=False)
+                              for label, result in zip(labels, results))
+            print(lines, flush=True)
+            if output is not None:
+                output.write(lines + "\n")
+    warn_about_unknown_characters(tokenizer, unknown)
     return 0
