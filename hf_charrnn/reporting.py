@@ -28,6 +28,7 @@ import torch
 
 from .evaluation import eval_mode
 from .run_folder import atomic_write_text
+from .scoring import document_start_id
 
 SUMMARY_FILE = "training_summary.json"
 LOSS_CURVE_FILE = "loss_curve.png"
@@ -223,10 +224,7 @@ def generate_samples(
             for prompt in prompts:
                 ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
                 if not ids:
-                    start = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
-                    if start is None:
-                        raise ValueError("An empty prompt needs a tokenizer with an eos or bos token to start from.")
-                    ids = [start]
+                    ids = [document_start_id(tokenizer)]
                 input_ids = torch.tensor([ids], device=device)
                 with torch.no_grad():
                     output = model.generate(
