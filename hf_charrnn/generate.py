@@ -53,12 +53,18 @@ class StopOnText(StoppingCriteria):
         return torch.tensor([any(stop in tail for stop in self.stops) for tail in tails], device=input_ids.device)
 
 
-def primed_state(model, tokenizer, prompt: str, loaded: PrimedState | None = None) -> PrimedState:
-    """The state after reading `prompt` (from the document start), or after `loaded`'s prompt and then `prompt`."""
-    if loaded is None:
-        return prime(model, encode_prompt(tokenizer, prompt, model.device)["input_ids"])
-    more = encode_prompt(tokenizer, prompt, model.device)["input_ids"] if prompt else loaded.prompt_ids[:, :0]
-    return prime(model, more, after=loaded)
+def primed_state(model, tokenizer, prompt: str, loaded: PrimedState | None = None,
+                 as_record: bool = False) -> PrimedState:
+    """The state after reading `prompt`, or after `loaded`'s prompt and then `prompt`. `as_record`: the prompt is the
+    beginning of a record (a document), read after `<eos>` as records are in training and texts are in `score`."""
+    ids = encode_prompt(tokenizer, prompt, model.device)["input_ids"] if prompt else None
+    if loaded is not None:
+        return prime(model, ids if ids is not None else loaded.prompt_ids[:, :0], after=loaded)
+    if ids is None:
+        return prime(model, encode_prompt(tokenizer, "", model.device)["input_ids"])  # the document start alone
+    if as_record:
+        ids = torch.cat([torch.tensor([[document_start_id(tokenizer)]], device=ids.device), ids], dim=1)
+    return prime(model, ids)
 
 
 def generate_from(model, tokenizer, state: PrimedState, stop_strings: list[str] | None = None, **options):
@@ -70,12 +76,17 @@ def generate_from(model, tokenizer, state: PrimedState, stop_strings: list[str] 
     return continue_from(model, state, **options)
 
 
-def sample(model, tokenizer, state: PrimedState, stream: bool = True, **options) -> list[str]:
-    """Generate continuations of a primed prompt (the prompt included); print them as they come when `stream`."""
+def sample(model, tokenizer, state: PrimedState, stream: bool = True, shown_from: int = 0, **options) -> list[str]:
+    """Generate continuations of a primed prompt; print them as they come when `stream`. The texts returned (and
+    printed) start at prompt token `shown_from`: 0 shows the whole prompt; a prompt continued from a saved state
+    shows only what was added to it now."""
     samples = options.get("num_return_sequences", 1)
-    streamer = TextStreamer(tokenizer, skip_special_tokens=True) if stream and samples == 1 and options.get("num_beams", 1) == 1 else None
+    streamer = None
+    if stream and samples == 1 and options.get("num_beams", 1) == 1:
+        print(tokenizer.decode(state.prompt_ids[0, shown_from:], skip_special_tokens=True), end="", flush=True)
+        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     output = generate_from(model, tokenizer, state, streamer=streamer, **options)
-    texts = tokenizer.batch_decode(output, skip_special_tokens=True)
+    texts = tokenizer.batch_decode(output[:, shown_from:], skip_special_tokens=True)
     if stream and streamer is None:
         for number, text in enumerate(texts, start=1):
             print(f"--- sample {number} ---\n{text}")
@@ -92,8 +103,10 @@ def sample_records(model, tokenizer, state: PrimedState, num_return_sequences: i
     options.setdefault("do_sample", True)
     output = generate_from(model, tokenizer, state, num_return_sequences=num_return_sequences, **options)
     new_tokens = output[:, state.prompt_ids.shape[1]:]
-    eos = tokenizer.eos_token_id
-    unfinished = int((new_tokens != eos).all(dim=1).sum()) if eos is not None else 0
+    # A row that ended (at <eos>, or at a --stop text) is padded after its end by generate(); a cut one is not.
+    ended = [id_ for id_ in (tokenizer.eos_token_id, model.generation_config.pad_token_id, tokenizer.pad_token_id)
+             if id_ is not None]
+    unfinished = int((~torch.isin(new_tokens, torch.tensor(ended, device=new_tokens.device))).all(dim=1).sum())
     if unfinished:
         limit = options.get("max_new_tokens", model.generation_config.max_new_tokens)
         print(f"warning: {unfinished} of {num_return_sequences} records did not end within {limit} new tokens (cut "

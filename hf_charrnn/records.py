@@ -51,6 +51,9 @@ def tokenize_records(dataset, tokenizer, mode: str, max_length: int, num_proc: i
     datasets' fingerprints like the blocks of the default layout."""
     if tokenizer.eos_token_id is None:
         raise ValueError("Record mode needs a tokenizer with an eos token (it starts and ends each record).")
+    if mode == "row" and "document_end" in dataset.column_names:
+        raise ValueError("--records row makes each row of a data set a record, but these rows are pieces of text "
+                         "files (read in pieces of 64 K characters): use --records line (each line a record).")
     features = Features({"input_ids": List(Value(id_dtype(len(tokenizer)).name)), "cut": Value("bool")})
     records = dataset.map(
         _tokenize_records_batch, batched=True, remove_columns=dataset.column_names, num_proc=num_proc,

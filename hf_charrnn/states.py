@@ -64,12 +64,14 @@ def prime(model, prompt_ids: torch.LongTensor, after: PrimedState | None = None)
     if prompt_ids.dim() != 2 or prompt_ids.shape[0] != 1 or (after is None and prompt_ids.shape[1] < 1):
         raise ValueError(f"prime() takes one prompt of at least one token, shape (1, length); got "
                          f"{tuple(prompt_ids.shape)}.")
+    parameter = next(model.parameters())
+    prompt_ids = prompt_ids.to(parameter.device)
     if after is not None:
         after = after.copy()
-        prompt_ids, cache = torch.cat([after.prompt_ids, prompt_ids.to(after.prompt_ids.device)], dim=1), after.cache
+        prompt_ids, cache = torch.cat([after.prompt_ids.to(parameter.device), prompt_ids], dim=1), after.cache
+        cache.set_tensors(tuple(tensor.to(parameter.device) for tensor in cache.tensors))
     else:
-        dtype = next(model.parameters()).dtype
-        cache = CharRNNCache.zeros(model.config, 1, device=prompt_ids.device, dtype=dtype)
+        cache = CharRNNCache.zeros(model.config, 1, device=parameter.device, dtype=parameter.dtype)
     unread = prompt_ids[:, cache.seen_tokens : -1]
     if unread.shape[1] > 0:
         cache = model(input_ids=unread, cache=cache, use_cache=True, logits_to_keep=1).cache
@@ -110,7 +112,8 @@ def load_state(path: str | Path, model) -> PrimedState:
             f"{path} holds the state of another model (or of this one before it was trained further): a state only "
             "means something to the model that made it. Prime it again with this model (--prompt ... --save_state)."
         )
-    states = [tensors[f"state.{index}"] for index in range(2 if "state.1" in tensors else 1)]
+    dtype = next(model.parameters()).dtype  # a state saved from the model in another precision: this one's
+    states = [tensors[f"state.{index}"].to(dtype) for index in range(2 if "state.1" in tensors else 1)]
     cache = CharRNNCache(*states, seen_tokens=int(metadata["seen_tokens"]))
     return PrimedState(tensors["prompt_ids"].long(), cache)
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch.nn import functional as F
 from transformers import (
     EarlyStoppingCallback,
     Trainer,
@@ -46,7 +48,7 @@ from transformers import (
 
 from . import data, records
 from .checkpoints import CHECKPOINT_PREFIX, TRAINER_STATE_FILE, complete_checkpoints, resolve_checkpoint
-from .evaluation import bits_per_character
+from .evaluation import bits_per_character, eval_mode
 from .hub import push_output_dir
 from .precision import PrecisionChoice
 from .run_folder import (
@@ -98,10 +100,12 @@ class CharRNNTrainer(Trainer):
     tokenizer: every token, `<eos>` included, counts as one character). Perplexity is per token.
     """
 
-    def __init__(self, *args, tokens_per_character: dict[str, tuple[int, int]] | None = None, **kwargs):
+    def __init__(self, *args, tokens_per_character: dict[str, tuple[int, int]] | None = None,
+                 records: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         # {metric prefix: (tokens, characters)}; "eval" is the fallback for any prefix.
         self.tokens_per_character = dict(tokens_per_character or {})
+        self.records = records  # padded batches of records: the loss is recomputed per token (`_loss_per_token`)
 
     def _nonfinite_callback(self) -> NonFiniteLossCallback | None:
         for callback in self.callback_handler.callbacks:
@@ -116,15 +120,34 @@ class CharRNNTrainer(Trainer):
             callback.observe_loss(self.state.global_step + 1, loss)
         return loss
 
-    def evaluation_loop(self, *args, **kwargs):
-        output = super().evaluation_loop(*args, **kwargs)
+    def evaluation_loop(self, dataloader, *args, **kwargs):
+        output = super().evaluation_loop(dataloader, *args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", "eval")
+        if self.records and f"{prefix}_loss" in output.metrics:
+            output.metrics[f"{prefix}_loss"] = self._loss_per_token(dataloader)
         loss = output.metrics.get(f"{prefix}_loss")
         if loss is not None:
             tokens, characters = self.tokens_per_character.get(prefix, self.tokens_per_character.get("eval", (1, 1)))
             output.metrics[f"{prefix}_bpc"] = bits_per_character(loss * tokens, characters)
             output.metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else float("inf")
         return output
+
+
+    @torch.no_grad()
+    def _loss_per_token(self, dataloader) -> float:
+        """The mean loss over every predicted token of the split. The Trainer averages each batch's mean over the
+        batches (weighted by rows), which is per token only when all rows have the same length; records differ."""
+        totals = torch.zeros(2, dtype=torch.float64, device=self.args.device)
+        with eval_mode(self.model):
+            for batch in dataloader:
+                batch = self._prepare_inputs(batch)
+                logits = self.model(input_ids=batch["input_ids"]).logits[:, :-1].float()
+                labels = batch["labels"][:, 1:]
+                totals[0] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                             ignore_index=-100, reduction="sum").double()
+                totals[1] += (labels != -100).sum()
+        totals = self.accelerator.reduce(totals, "sum")
+        return float(totals[0] / totals[1].clamp(min=1))
 
 
 def _count_ratio(tokenizer, texts) -> tuple[int, int]:
@@ -367,7 +390,7 @@ def prepare_run(
         eval_dataset=blocks["validation"], processing_class=tokenizer,
         data_collator=records.RecordCollator(tokenizer.pad_token_id) if data_args.records != "none" else
         default_data_collator,
-        callbacks=callbacks, tokens_per_character=ratios,
+        callbacks=callbacks, tokens_per_character=ratios, records=data_args.records != "none",
     )
     callbacks[2].attach(trainer)
     return TrainerRun(

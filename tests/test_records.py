@@ -9,9 +9,13 @@ import torch
 from datasets import Dataset
 from torch.nn import functional as F
 
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
 from conftest import tiny_model
 from hf_charrnn.cli.train import main as train_command
+from hf_charrnn.generate import primed_state, sample_records
 from hf_charrnn.records import RecordCollator, predicted_tokens, split_records, tokenize_records
+from hf_charrnn.scoring import score_texts
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 NAMES = ["Anna", "Bob", "Constantine", "Di", "Eve", "Fitzgerald", "Gus", "Hannah", "Ida", "Jo"]
@@ -29,6 +33,9 @@ def test_lines_become_records_wrapped_in_eos_and_long_ones_are_cut():
     assert predicted_tokens(records) == sum(len(ids) - 1 for ids in expected)
     with pytest.raises(ValueError, match="no record"):
         tokenize_records(Dataset.from_dict({"text": ["\n\n"]}), TOKENIZER, "line", max_length=8)
+    pieces = Dataset.from_dict({"text": ["Anna\nBo", "b\n"], "document_end": [False, True]})  # a file's pieces
+    with pytest.raises(ValueError, match="use --records line"):
+        tokenize_records(pieces, TOKENIZER, "row", max_length=8)
 
 
 def test_a_padded_batch_has_exactly_the_loss_of_its_records_one_by_one():
@@ -69,11 +76,12 @@ def test_training_on_records_learns_names_and_samples_end_with_them(tmp_path):
     assert summary["train_tokens"] == sum(len(name) + 1 for name in names_in_train)  # each name and its end
     assert summary["validation"]["bpc"] < 1.2  # ten names: a record model learns them quickly
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-
-    from hf_charrnn.generate import primed_state, sample_records
-
     model, tokenizer = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
+    # The validation loss is per token over all records (not the Trainer's mean of batch means): by hand, one by one.
+    scored = score_texts(model, tokenizer, validation.read_text().split(), with_end=True)
+    nats = -sum(result["log_probability"] for result in scored)
+    assert summary["validation"]["loss"] == pytest.approx(nats / sum(result["tokens"] for result in scored), rel=1e-4)
+
     set_seed(0)
     sampled = sample_records(model, tokenizer, primed_state(model, tokenizer, ""), 20, max_new_tokens=30,
                              temperature=0.5)

@@ -143,7 +143,11 @@ def test_mistakes_are_one_line_errors(model_folder, tmp_path, capsys):
         (["--text_file", str(tmp_path / "missing.txt")], "does not exist"),
         (["--text_file", str(latin1)], "iconv"),
         (["--text", "\n\n", "--per_line"], "no line with text"),
+        (["--text_file", str(tmp_path / "two" / "*.txt")], "matches 2 files"),
     ]
+    (tmp_path / "two").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "two" / name).write_text("a text\n", encoding="utf-8")
     for extra, message in cases:
         code, _, err = run_command(["score", str(model_folder), *extra], capsys)
         assert code == 2, (extra, err)

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 
 from transformers import set_seed
 
@@ -36,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         "model's generation_config.json (sampling at temperature 0.8 unless the model says otherwise).",
     )
     parser.add_argument("model", help="a folder written by `hf-charrnn train`, or a Hub id such as user/name")
-    parser.add_argument("--prompt", help="text to continue; '-' reads it from standard input. "
-                        "Without it, or from an empty pipe, sampling starts at a document boundary (the BOS token).")
+    parser.add_argument("--prompt", help="text to continue; '-' reads it from standard input. Without it, or from "
+                        "an empty pipe, sampling starts where documents start (after the <eos> token); with "
+                        "--num_records the prompt is the beginning of every record, read after <eos> too")
     parser.add_argument("--max_new_tokens", type=int, help="how many characters (tokens) to add")
     parser.add_argument("--temperature", type=float, help="below 1: safer, more repetitive; above 1: wilder")
     parser.add_argument("--top_k", type=int, help="sample among the k most likely characters only (0: all)")
@@ -84,6 +86,12 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError("Give --num_records or --num_samples, not both.")
     if args.stop is not None and not all(args.stop):
         raise ValueError("--stop needs a non-empty text.")
+    if args.num_records and (args.greedy or (args.num_beams or 1) > 1):
+        raise ValueError("--num_records samples its records: with --greedy or --num_beams they would all be the same "
+                         "record. Leave those out (--temperature makes them safer).")
+    if args.save_state and not Path(args.save_state).expanduser().resolve().parent.is_dir():
+        raise ValueError(f"--save_state {args.save_state}: its folder does not exist. Create it first, or save the "
+                         "state elsewhere.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, revision=args.revision, device=args.device)
     loaded = load_state(args.load_state, model) if args.load_state else None
-    state = primed_state(model, tokenizer, read_prompt(args.prompt), loaded)
+    state = primed_state(model, tokenizer, read_prompt(args.prompt), loaded, as_record=bool(args.num_records))
     if args.save_state:
         save_state(args.save_state, model, state)
         print(f"Saved the state after {state.prompt_ids.shape[1]} prompt tokens to {args.save_state}.",
@@ -103,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_records:
         print("\n".join(sample_records(model, tokenizer, state, **generation_options(args))))
         return 0
-    texts = sample(model, tokenizer, state, stream=not args.no_stream, **generation_options(args))
+    shown_from = loaded.prompt_ids.shape[1] if loaded is not None else 0  # not the saved prompt again
+    texts = sample(model, tokenizer, state, stream=not args.no_stream, shown_from=shown_from,
+                   **generation_options(args))
     if args.no_stream:
         print("\n\n".join(texts))
     return 0

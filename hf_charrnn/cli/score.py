@@ -33,7 +33,10 @@ class ScoreArguments:
     per_line: bool = field(
         default=False, metadata={"help": "Score each line on its own (names, titles, records); empty lines skipped."}
     )
-    surprisal: bool = field(default=False, metadata={"help": "Also give each character's surprisal, in bits."})
+    surprisal: bool = field(
+        default=False, metadata={"help": "Also give each token's surprisal in bits (each character's, with a "
+                                         "character tokenizer)."}
+    )
     with_end: bool = field(
         default=False,
         metadata={"help": "Also score the end of each text (<eos>): the probability of the text as a whole, not as "
@@ -65,7 +68,11 @@ def text_to_read(args: ScoreArguments) -> tuple[str | None, str | None]:
         if not text:
             raise ValueError("The text to score is empty.")
         return None, text
-    (path,) = text_files.resolve_files(args.text_file, "text")  # exists, not empty, UTF-8: or a clear error
+    paths = text_files.resolve_files(args.text_file, "text")  # exist, not empty, UTF-8: or a clear error
+    if len(paths) != 1:
+        raise ValueError(f"--text_file {args.text_file} matches {len(paths)} files; score one file at a time (or "
+                         "join them: cat a.txt b.txt > all.txt).")
+    path = paths[0]
     size = Path(path).stat().st_size
     if not args.per_line and size > MAX_WHOLE_FILE_BYTES:
         raise ValueError(
