@@ -67,3 +67,13 @@ def test_a_state_from_another_model_or_no_state_at_all_is_refused(tmp_path):
         load_state(tmp_path / "weights.safetensors", model)
     with pytest.raises(FileNotFoundError):
         load_state(tmp_path / "missing.safetensors", model)
+
+
+def test_a_state_saved_in_bf16_continues_the_same_weights_loaded_in_fp32(tmp_path):
+    model = tiny_model().to(torch.bfloat16)  # a checkpoint saved in bf16 ...
+    path = tmp_path / "state.safetensors"
+    save_state(path, model, prime(model, PROMPT))
+    same_weights_in_fp32 = model.float()  # ... loaded in fp32: the same values, so the same model
+    loaded = load_state(path, same_weights_in_fp32)
+    assert loaded.cache.hidden.dtype == torch.float32
+    assert continue_from(same_weights_in_fp32, loaded, do_sample=False, max_new_tokens=5).shape == (1, 13)
