@@ -101,11 +101,12 @@ def copied_spans(index: TrainingTextIndex, sample: str) -> list[tuple[int, int]]
 
 
 def memorisation_report(samples: Sequence[str], training_text: str, min_span: int = MIN_COPIED_SPAN,
-                        training_characters: int | None = None) -> dict:
+                        whole: bool = True) -> dict:
     """
     `{"samples", "sampled_characters", "longest_copied_span", "longest_copied_text", "copied_share", "min_span",
-    "indexed_characters", "training_characters"}`: the longest span of any sample found verbatim in `training_text`,
-    and the share of sampled characters inside copied spans of at least `min_span` characters.
+    "indexed_characters", "whole_training_text"}`: the longest span of any sample found verbatim in `training_text`,
+    and the share of sampled characters inside copied spans of at least `min_span` characters. `whole`: whether
+    `training_text` is all of the training text, or its start.
     """
     index = TrainingTextIndex(training_text, min_span)
     longest, longest_text, covered_total = 0, "", 0
@@ -126,21 +127,22 @@ def memorisation_report(samples: Sequence[str], training_text: str, min_span: in
     return {
         "samples": len(samples), "sampled_characters": sampled, "longest_copied_span": longest,
         "longest_copied_text": longest_text, "copied_share": covered_total / sampled if sampled else 0.0,
-        "min_span": min_span, "indexed_characters": len(training_text),
-        "training_characters": training_characters if training_characters is not None else len(training_text),
+        "min_span": min_span, "indexed_characters": len(training_text), "whole_training_text": whole,
     }
 
 
-def bounded_training_text(texts: Iterable[str], limit: int = MAX_INDEXED_CHARACTERS) -> tuple[str, int]:
-    """The training text to index (its first `limit` characters; rows joined by NUL, which no text file holds, so no
-    span is counted across two of them) and its full length in characters (counted as the texts are read)."""
-    kept, size, total = [], 0, 0
+def bounded_training_text(texts: Iterable[str], limit: int = MAX_INDEXED_CHARACTERS) -> tuple[str, bool]:
+    """The training text to index: its first `limit` characters (rows joined by NUL, which no text file holds, so no
+    span is counted across two of them), and whether that is all of it. Reading stops there: a 1 GB corpus is not
+    read to the end for a report on its start."""
+    kept, size = [], 0
     for text in texts:
-        total += len(text)
-        if size < limit:
+        if size + len(text) > limit:
             kept.append(text[: limit - size])
-            size += len(kept[-1])
-    return "\0".join(kept), total
+            return "\0".join(kept), False
+        kept.append(text)
+        size += len(text)
+    return "\0".join(kept), True
 
 
 @torch.no_grad()
@@ -158,9 +160,9 @@ def seeded_samples(model, tokenizer, count: int, length: int, seed: int) -> list
 
 def training_run_report(model, tokenizer, training_texts: Iterable[str], seed: int) -> dict:
     """The memorisation report of a trained model: `REPORT_SAMPLES` seeded samples against its training text."""
-    text, total = bounded_training_text(training_texts)
+    text, whole = bounded_training_text(training_texts)
     samples = seeded_samples(model, tokenizer, REPORT_SAMPLES, REPORT_SAMPLE_LENGTH, seed)
-    return {**memorisation_report(samples, text, training_characters=total), "seed": seed}
+    return {**memorisation_report(samples, text, whole=whole), "seed": seed}
 
 
 def describe_report(report: dict) -> str | None:
@@ -170,7 +172,7 @@ def describe_report(report: dict) -> str | None:
         sampled, min_span = int(report["sampled_characters"]), int(report["min_span"])
     except (KeyError, TypeError, ValueError):
         return None
-    partial = ("" if report.get("indexed_characters") == report.get("training_characters") else
+    partial = ("" if report.get("whole_training_text", True) else
                f" (checked against the first {report['indexed_characters']:,} characters of the training text)")
     return (f"Of {sampled:,} characters in {samples} seeded samples, {share:.1%} lie in spans of {min_span} or more "
             f"characters copied verbatim from the training text; the longest copied span is {longest} characters"

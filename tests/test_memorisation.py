@@ -55,8 +55,9 @@ def test_without_a_long_copy_the_longest_short_one_is_exact():
 
 
 def test_a_verbatim_sample_is_all_copied_and_separators_are_never_crossed():
-    text, total = bounded_training_text(["alpha beta gamma delta epsilon\n", "zeta eta theta iota kappa\n"])
-    assert total == 57
+    text, whole = bounded_training_text(["alpha beta gamma delta epsilon\n", "zeta eta theta iota kappa\n"])
+    assert whole and len(text) == 57 + 1
+    assert bounded_training_text(["abc", "defg", "hij"], limit=5) == ("abc\0de", False)  # reading stops there
     copied = memorisation_report(["beta gamma delta epsilon"], text)
     assert copied["copied_share"] == 1 and copied["longest_copied_span"] == 24
     across = memorisation_report(["epsilon\nzeta eta theta"], text)  # the two rows are not one text
@@ -66,11 +67,11 @@ def test_a_verbatim_sample_is_all_copied_and_separators_are_never_crossed():
 def test_a_quotation_of_the_embedded_corpus_is_found():
     from hf_charrnn.shakespeare import load_shakespeare
 
-    text, total = bounded_training_text(row["text"] for row in load_shakespeare()["train"])
+    text, whole = bounded_training_text(row["text"] for row in load_shakespeare()["train"])
     quoted = text[100_000:100_300]  # a sample that quotes 300 characters of the plays, and one that quotes nothing
     report = memorisation_report([quoted, "Zzyzx qwv!" * 30], text)
     assert report["longest_copied_span"] >= 300 and report["copied_share"] == pytest.approx(0.5)
-    assert report["indexed_characters"] == len(text) and total > 4_000_000
+    assert report["indexed_characters"] == len(text) > 4_000_000 and whole and report["whole_training_text"]
 
 
 def test_the_training_run_report_samples_reproducibly_without_touching_the_global_random_state():

@@ -59,11 +59,11 @@ def test_the_memorisation_report_is_a_sentence_in_the_card(tmp_path):
     summary = json.loads((folder / "training_summary.json").read_text())
     summary["memorisation"] = {"samples": 4, "sampled_characters": 1200, "longest_copied_span": 57,
                                "longest_copied_text": "x" * 57, "copied_share": 0.125, "min_span": 20,
-                               "indexed_characters": 5000, "training_characters": 5000, "seed": 0}
+                               "indexed_characters": 5000, "whole_training_text": True, "seed": 0}
     (folder / "training_summary.json").write_text(json.dumps(summary))
     text = ModelCard(str(render_model_card(folder, "someone/r"))).text
     assert ("**Memorisation.** Of 1,200 characters in 4 seeded samples, 12.5% lie in spans of 20 or more characters "
             "copied verbatim from the training text; the longest copied span is 57 characters.") in text
-    summary["memorisation"]["indexed_characters"] = 2000  # a corpus larger than what is indexed says so
+    summary["memorisation"].update(indexed_characters=2000, whole_training_text=False)  # a larger corpus says so
     (folder / "training_summary.json").write_text(json.dumps(summary))
     assert "checked against the first 2,000 characters" in ModelCard(str(render_model_card(folder, "someone/r"))).text
