@@ -26,8 +26,9 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 from transformers.trainer_callback import CallbackHandler, TrainerCallback, TrainerControl, TrainerState
 
-from .evaluation import score_stream, stream_row_bounds, summarize_scores
+from .evaluation import eval_mode, score_stream, stream_row_bounds, summarize_scores
 from .modeling_charrnn import CharRNNCache
+from .records import RecordBatches, predicted_tokens, score_records
 from .run_folder import atomic_write_json, read_json_file, refused_pickle_message
 from .checkpoints import BPTT_STATE_FILE, CHECKPOINT_PREFIX, RNN_STATE_FILE, complete_checkpoints
 from .trainer_callback import BPTTFlowCallback, GracefulInterruptCallback, SampleCallback
@@ -51,13 +52,19 @@ class BPTTProgress:
 
 @dataclass
 class BPTTStreams:
-    """The token streams one process trains and evaluates on."""
+    """The token streams one process trains and evaluates on (or, in record mode, its records)."""
 
-    rows: torch.Tensor  # this process's rows of the training stream, (local_rows, tokens)
+    rows: torch.Tensor | None  # this process's rows of the training stream, (local_rows, tokens); None for records
     local_rows: int
     blocks_per_epoch: int
     train_tokens: int
-    eval_sets: dict[str, tuple[torch.Tensor, int]]  # split -> (token ids, characters)
+    eval_sets: dict[str, tuple[Any, int]]  # split -> (token ids, or tokenized records; characters)
+    records: RecordBatches | None = None  # record mode: padded batches of records, no state carried
+
+    def eval_tokens(self, split: str) -> int:
+        """Tokens an evaluation of `split` predicts."""
+        data = self.eval_sets[split][0]
+        return predicted_tokens(data) if self.records is not None else data.numel() - 1
 
 
 def _cache_to_global(accelerator, cache) -> dict[str, torch.Tensor]:
@@ -95,6 +102,7 @@ class BPTTLoop:
         self.cache: CharRNNCache | None = None
         self.last_checkpoint: Path | None = None
         self.progress_bar = None
+        self._record_tokens = 0  # record mode: the tokens of the current step's batches
         # The Trainer path's callback machinery: TrainerState, TrainerControl and the same TrainerCallbacks.
         self.state = TrainerState(max_steps=total_steps, is_local_process_zero=accelerator.is_local_main_process,
                                   is_world_process_zero=accelerator.is_main_process, logging_steps=args.logging_steps,
@@ -141,7 +149,7 @@ class BPTTLoop:
             ) from error
         self.progress = BPTTProgress(**saved["state"])
         self._sync_state()
-        if self.progress.block > 0:
+        if self.progress.block > 0 and self.streams.records is None:
             self.cache = self._load_carried_state(checkpoint)
         self.last_checkpoint = checkpoint
         self.accelerator.print(f"Resumed from {checkpoint} at step {self.progress.step} (epoch {self.progress.epoch}).")
@@ -200,7 +208,7 @@ class BPTTLoop:
     def _optimizer_step(self, rows: torch.Tensor) -> tuple[float, torch.Tensor | None]:
         """`gradient_accumulation_steps` batches (fewer at an epoch's end), then one optimizer step."""
         args, progress = self.args, self.progress
-        if progress.block == 0 or self.cache is None:
+        if self.streams.records is None and (progress.block == 0 or self.cache is None):
             self.cache = CharRNNCache.zeros(self.unwrapped.config, self.streams.local_rows,
                                             device=self.accelerator.device, dtype=torch.float32)
         micro = min(args.gradient_accumulation_steps, self.streams.blocks_per_epoch - progress.block)
@@ -217,7 +225,10 @@ class BPTTLoop:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         progress.step += 1
-        progress.tokens_seen += micro * args.batch_size * args.block_size
+        # the tokens predicted: every row's block, or the records' own tokens (this process's, times the processes)
+        progress.tokens_seen += (self._record_tokens if self.streams.records is not None
+                                 else micro * args.batch_size * args.block_size)
+        self._record_tokens = 0
         if progress.block >= self.streams.blocks_per_epoch:
             progress.epoch, progress.block = progress.epoch + 1, 0
         return float(step_loss), grad_norm
@@ -225,23 +236,34 @@ class BPTTLoop:
     def _forward_backward(self, rows: torch.Tensor, micro: int, last: bool) -> torch.Tensor:
         """One of `micro` batches of a step: the next `block_size` tokens of every row from the carried state, the
         gradients synchronized after the `last` one; returns the batch's loss (averaged over processes)."""
-        start = self.progress.block * self.args.block_size
-        device = self.accelerator.device
-        inputs = rows[:, start : start + self.args.block_size].to(device, torch.long)
-        targets = rows[:, start + 1 : start + 1 + self.args.block_size].to(device, torch.long)
+        inputs, targets = self._next_batch(rows)
+        records = self.streams.records is not None  # each record from the initial state: nothing carried
         sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
         with sync:
             with self.accelerator.autocast():
-                out = self.model(input_ids=inputs, cache=self.cache, use_cache=True)
+                out = self.model(input_ids=inputs, cache=None if records else self.cache, use_cache=not records)
             logits = out.logits.float()
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
             several = self.accelerator.num_processes > 1
             mean_loss = self.accelerator.reduce(loss.detach(), "mean") if several else loss.detach()
             if not torch.isfinite(mean_loss):
                 raise self._diverged("training loss", float(mean_loss))
             self.accelerator.backward(loss / micro)
-        self.cache = out.cache.detach()
+        self.cache = None if records else out.cache.detach()
         return mean_loss
+
+    def _next_batch(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input tokens of this micro-batch and the tokens they predict (-100: none), on the device: the next
+        `block_size` tokens of every row of the stream, or the next batch of records (`RecordBatches`)."""
+        device = self.accelerator.device
+        if self.streams.records is not None:
+            inputs, targets = self.streams.records.batch(self.progress.epoch, self.progress.block)
+            self._record_tokens += int((targets != -100).sum()) * self.accelerator.num_processes
+            return inputs.to(device), targets.to(device)
+        start = self.progress.block * self.args.block_size
+        inputs = rows[:, start : start + self.args.block_size].to(device, torch.long)
+        targets = rows[:, start + 1 : start + 1 + self.args.block_size].to(device, torch.long)
+        return inputs, targets
 
     def _after_step(self, step_loss: float, grad_norm) -> None:
         """The end of an optimizer step, as the Trainer does it: callbacks decide (BPTTFlowCallback: log, evaluate,
@@ -307,12 +329,17 @@ class BPTTLoop:
     def evaluate(self, split: str) -> dict[str, float]:
         """Loss, bpc and perplexity of a split, the state carried within each of `eval_batch_size` rows."""
         accelerator, args = self.accelerator, self.args
-        ids, characters = self.streams.eval_sets[split]
-        eval_rows = len(stream_row_bounds(ids.numel(), args.eval_batch_size)) - 1
-        with accelerator.autocast():
-            scores = score_stream(self.unwrapped, ids, chunk_length=args.eval_chunk_length,
-                                  batch_size=args.eval_batch_size,
-                                  rows=range(accelerator.process_index, eval_rows, accelerator.num_processes))
+        data, characters = self.streams.eval_sets[split]
+        rank, world = accelerator.process_index, accelerator.num_processes
+        with accelerator.autocast(), eval_mode(self.unwrapped):
+            if self.streams.records is not None:
+                nats, tokens = score_records(self.unwrapped, data, range(rank, len(data), world),
+                                             args.eval_batch_size, self.tokenizer.pad_token_id)
+                scores = {"nats": nats, "tokens": tokens}
+            else:
+                eval_rows = len(stream_row_bounds(data.numel(), args.eval_batch_size)) - 1
+                scores = score_stream(self.unwrapped, data, chunk_length=args.eval_chunk_length,
+                                      batch_size=args.eval_batch_size, rows=range(rank, eval_rows, world))
         totals = accelerator.reduce(torch.tensor([scores["nats"], float(scores["tokens"])], dtype=torch.float64,
                                                  device=accelerator.device), "sum")
         result = summarize_scores(float(totals[0]), int(totals[1]), characters)

@@ -52,8 +52,7 @@ def plan_bptt_budget(budget: TimeBudget, args: BPTTArguments, model, streams: BP
     device, bf16 = accelerator.device, precision.bf16
     step = training_step_seconds(model, streams.local_rows, args.block_size, bf16=bf16, device=device, steps=3,
                                  typical=True)
-    eval_ids = streams.eval_sets["validation"][0]
-    calls = math.ceil(eval_ids.numel() / args.eval_batch_size / args.eval_chunk_length)
+    calls = math.ceil(streams.eval_tokens("validation") / args.eval_batch_size / args.eval_chunk_length)
     evaluation = calls * evaluation_step_seconds(model, args.eval_batch_size, args.eval_chunk_length, bf16=bf16,
                                                  device=device)
     previous = saved_plan(args.output_dir) if checkpoint else None

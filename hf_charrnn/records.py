@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Features, List, Value
+from torch.nn import functional as F
 
 from .token_encoding import encode_batch, id_dtype
 
@@ -77,6 +78,66 @@ def predicted_tokens(records) -> int:
     return int(pc.sum(lengths).as_py() or 0) - len(records)
 
 
+def record_characters(texts, mode: str) -> int:
+    """Characters the records of `texts` hold, each with its end (the `<eos>` counts as one, as in evaluation)."""
+    return sum(len(record) + 1 for text in texts for record in split_records([text], mode))
+
+
+@dataclass
+class RecordBatches:
+    """
+    The records of a stateful-BPTT run (`train-accelerate --records`) in batches of `batch_size` (all processes
+    together), in an order drawn afresh each epoch from `seed` and the epoch: batch `index` of `epoch` is the same
+    whenever it is asked for, so a checkpoint resumes exactly. `rank` takes its `batch_size // world` rows of each.
+    """
+
+    records: object  # a Dataset of tokenized records (`tokenize_records`)
+    batch_size: int
+    rank: int
+    world: int
+    seed: int
+    pad_token_id: int
+
+    def __post_init__(self):
+        self._order: tuple[int, np.ndarray] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.records) // self.batch_size
+
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.records)))
+        return self._order[1]
+
+    def batch(self, epoch: int, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows of a batch: the input tokens and the tokens they predict (-100 after a record)."""
+        local = self.batch_size // self.world
+        chosen = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
+        mine = chosen[self.rank * local : (self.rank + 1) * local]
+        padded = RecordCollator(self.pad_token_id)([{"input_ids": ids} for ids in
+                                                    self.records[[int(i) for i in mine]]["input_ids"]])
+        return padded["input_ids"][:, :-1], padded["labels"][:, 1:]
+
+
+@torch.no_grad()
+def score_records(model, records, rows: range, batch_size: int, pad_token_id: int) -> tuple[float, int]:
+    """Summed negative log-likelihood (nats) and count of the tokens the records at `rows` predict, each record
+    from the initial state; the rows of several processes add up to the whole split."""
+    device = next(model.parameters()).device
+    nats, tokens = torch.zeros((), dtype=torch.float64, device=device), 0
+    chosen = list(rows)
+    for start in range(0, len(chosen), batch_size):
+        padded = RecordCollator(pad_token_id)([{"input_ids": ids} for ids in
+                                               records[chosen[start : start + batch_size]]["input_ids"]])
+        inputs, targets = padded["input_ids"][:, :-1].to(device), padded["labels"][:, 1:].to(device)
+        logits = model(input_ids=inputs).logits.float()
+        nats += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                                reduction="sum").double()
+        tokens += int((targets != -100).sum())
+    return float(nats), tokens
+
+
 @dataclass
 class RecordCollator:
     """A batch of records padded on the right to the longest: `pad_token_id` in the inputs, -100 in the labels
@@ -95,4 +156,5 @@ class RecordCollator:
         return {"input_ids": input_ids, "labels": labels}
 
 
-__all__ = ["RECORD_MODES", "split_records", "tokenize_records", "predicted_tokens", "RecordCollator"]
+__all__ = ["RECORD_MODES", "split_records", "tokenize_records", "predicted_tokens", "record_characters",
+           "RecordBatches", "score_records", "RecordCollator"]

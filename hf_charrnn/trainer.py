@@ -251,8 +251,6 @@ def trainer_run_identity(model_args: ModelArguments, data_args: DataArguments, t
                             if name == "train_batch_size" else getattr(training_args, name))
                      for name in TRAINER_IDENTITY_FIELDS},
         "block_size": data_args.block_size,
-        # only when set: the runs recorded before record mode keep their identity
-        **({"records": data_args.records} if data_args.records != "none" else {}),
     }
 
 

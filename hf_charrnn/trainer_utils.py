@@ -288,6 +288,8 @@ def data_identity(data_args: DataArguments) -> dict[str, Any]:
         "validation_split_fraction": data_args.validation_split_fraction,
         "text_column": data_args.text_column,
         "streaming": _is_streaming(data_args),
+        # only when set: the runs recorded before record mode keep their identity
+        **({"records": data_args.records} if data_args.records != "none" else {}),
     }
 
 

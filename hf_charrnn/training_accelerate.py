@@ -46,6 +46,7 @@ from accelerate.utils import set_seed
 from transformers import TrainerCallback, get_scheduler
 
 from . import data as data_module
+from . import records
 from .accelerator_setup import make_accelerator, resolve_mixed_precision
 from .bptt import BPTTLoop, BPTTStreams
 from .checkpoints import BPTT_STATE_FILE, resolve_checkpoint
@@ -149,12 +150,6 @@ def train_bptt(
     data_args = CorpusArguments() if data_args is None else data_args
     try:  # every check before anything is written into the output folder
         check_training_length(args.max_steps)
-        if data_args.records != "none":
-            raise ValueError(
-                f"--records {data_args.records} trains each record from a fresh state, so there is no state for "
-                "stateful BPTT to carry: train records with `hf-charrnn train --records "
-                f"{data_args.records}` (on several processes: accelerate launch scripts/train.py ...)."
-            )
         claim = OutputDirClaim(args.output_dir,
                                bptt_run_identity(model_args, data_args, args, model, dataset, dataset_name),
                                overwrite=data_args.overwrite_output_dir, extend=bool(args.resume_from_checkpoint),
@@ -250,8 +245,9 @@ def _check_memory_for_stream(train_split, tokenizer) -> None:
         )
 
 
-def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTTStreams:
-    """The training stream laid out as rows (this process's share) and the evaluation streams."""
+def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator, records_mode: str = "none") -> BPTTStreams:
+    """The training stream laid out as rows (this process's share) and the evaluation streams; in record mode, the
+    records in batches (`_record_batches`)."""
     world, rank = accelerator.num_processes, accelerator.process_index
     if args.batch_size % world:
         raise TrainingSetupError(
@@ -259,6 +255,8 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTT
             f"{world}."
         )
     local_rows = args.batch_size // world
+    if records_mode != "none":
+        return _record_batches(args, dataset, tokenizer, records_mode, rank, world)
     _check_memory_for_stream(dataset["train"], tokenizer)
     train_ids = data_module.tokenize_stream(dataset["train"], tokenizer, compact=True)
     blocks_per_epoch = data_module.num_stream_blocks(train_ids.numel(), args.batch_size, args.block_size, True)
@@ -280,6 +278,26 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator) -> BPTT
             eval_sets[split] = (ids, characters)
     return BPTTStreams(rows=rows, local_rows=local_rows, blocks_per_epoch=blocks_per_epoch,
                        train_tokens=int(train_ids.numel()), eval_sets=eval_sets)
+
+
+def _record_batches(args: BPTTArguments, dataset, tokenizer, mode: str, rank: int, world: int) -> BPTTStreams:
+    """Record mode: every record (`<eos> record <eos>`, at most `block_size` + 1 tokens) from the initial state, in
+    batches drawn afresh each epoch; evaluation scores each validation record alone, per token."""
+    try:
+        train = records.tokenize_records(dataset["train"], tokenizer, mode, args.block_size + 1, split="train")
+    except ValueError as error:  # no record, or rows that are pieces of files
+        raise TrainingSetupError(str(error)) from error
+    batches = records.RecordBatches(train, args.batch_size, rank, world, args.seed, tokenizer.pad_token_id)
+    if batches.batches_per_epoch < 1:
+        raise TrainingSetupError(f"The training split has {len(train)} records: too few for batch_size="
+                                 f"{args.batch_size}. Lower --batch_size, or give more records.")
+    eval_sets = {}
+    for split in ("validation", "test"):
+        if split in dataset and (split == "validation" or args.evaluate_test_split):
+            scored = records.tokenize_records(dataset[split], tokenizer, mode, args.block_size + 1, split=split)
+            eval_sets[split] = (scored, records.record_characters(training_texts(dataset[split]), mode))
+    return BPTTStreams(rows=None, local_rows=args.batch_size // world, blocks_per_epoch=batches.batches_per_epoch,
+                       train_tokens=records.predicted_tokens(train), eval_sets=eval_sets, records=batches)
 
 
 def _optimizer_and_schedule(model, args: BPTTArguments, total_steps: int):
@@ -336,7 +354,7 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
                                                 checkpoint)
     model = _checked_model(model, model_args, tokenizer, checkpoint)
     precision, accelerator = _precision_and_accelerator(args, model, accelerator)
-    streams = _token_streams(args, dataset, tokenizer, accelerator)
+    streams = _token_streams(args, dataset, tokenizer, accelerator, data_args.records)
     budget_callback = None
     if budget is not None:
         args, budget_callback = plan_bptt_budget(budget, args, model, streams, precision, accelerator, checkpoint,
@@ -388,7 +406,7 @@ def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint
     summary = training_summary(
         dataset=dataset_name, tokenizer_kind="char" if is_char_tokenizer(tokenizer) else "word",
         training_path=TRAINING_PATH, train_tokens=loop.streams.train_tokens,
-        validation_tokens=loop.streams.eval_sets["validation"][0].numel() - 1, steps=progress.step,
+        validation_tokens=loop.streams.eval_tokens("validation"), steps=progress.step,
         epochs=round(loop.epoch_float, 4), runtime_s=round(runtime, 3), hyperparameters=hyperparameters,
         log_history=progress.log_history, resumed_from=str(checkpoint) if checkpoint else None,
         validation=validation, test=test, train_tokens_per_s=round(progress.tokens_seen / max(runtime, 1e-9), 1),

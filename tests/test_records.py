@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
 from conftest import tiny_model
 from hf_charrnn.cli.train import main as train_command
+from hf_charrnn.cli.train_accelerate import main as train_accelerate_command
 from hf_charrnn.generate import primed_state, sample_records
 from hf_charrnn.records import RecordCollator, predicted_tokens, split_records, tokenize_records
 from hf_charrnn.scoring import score_texts
@@ -95,7 +96,61 @@ def test_record_options_that_cannot_work_are_usage_errors(tmp_path, capsys):
     assert "use --records line" in capsys.readouterr().err
     assert train_command([*base, "--records", "line", "--streaming"]) == 2
     assert "--records" in capsys.readouterr().err
-    from hf_charrnn.cli.train_accelerate import main as train_accelerate_command
+    assert train_accelerate_command([*base, "--records", "row"]) == 2  # text files are read in pieces, not rows
+    assert "use --records line" in capsys.readouterr().err
 
-    assert train_accelerate_command([*base, "--records", "line"]) == 2  # no state to carry: the Trainer path's
-    assert "hf-charrnn train --records line" in capsys.readouterr().err
+
+def bptt_arguments(train, validation, output, *extra):
+    return ["--train_file", str(train), "--validation_file", str(validation), "--records", "line",
+            "--output_dir", str(output), "--hidden_size", "32", "--embedding_dim", "16", "--num_layers", "1",
+            "--block_size", "16", "--batch_size", "16", "--learning_rate", "0.02", "--sample_every_steps", "0",
+            "--report_to", "none", "--disable_tqdm", "--logging_steps", "1", *extra]
+
+
+def test_train_accelerate_learns_records_and_scores_them_per_token(tmp_path):
+    train, validation = write_names(tmp_path / "names.txt", 400, 0), write_names(tmp_path / "val.txt", 40, 1)
+    output = tmp_path / "bptt-names"
+    assert train_accelerate_command(bptt_arguments(train, validation, output, "--max_steps", "300",
+                                                   "--eval_steps", "300", "--save_steps", "300")) == 0
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["train_tokens"] == sum(len(name) + 1 for name in train.read_text().split())
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
+    scored = score_texts(model, tokenizer, validation.read_text().split(), with_end=True)  # each record alone
+    nats, tokens = -sum(r["log_probability"] for r in scored), sum(r["tokens"] for r in scored)
+    assert summary["validation"]["loss"] == pytest.approx(nats / tokens, rel=1e-4)
+    assert summary["validation"]["bpc"] < 1.2
+    set_seed(0)
+    sampled = sample_records(model, tokenizer, primed_state(model, tokenizer, ""), 20, max_new_tokens=30,
+                             temperature=0.5)
+    assert sum(name in NAMES for name in sampled) >= 15, sampled
+
+
+def test_a_record_run_resumes_exactly(tmp_path):
+    from test_training_accelerate import assert_same_run, copy_interrupted_run
+
+    train, validation = write_names(tmp_path / "names.txt", 100, 0), write_names(tmp_path / "val.txt", 20, 1)
+    options = ("--max_steps", "12", "--eval_steps", "6", "--save_steps", "6", "--batch_size", "8")
+    assert train_accelerate_command(bptt_arguments(train, validation, tmp_path / "whole", *options)) == 0
+    copy_interrupted_run(tmp_path / "whole", tmp_path / "resumed", "checkpoint-6")  # 12 records an epoch: mid-epoch 1
+    assert train_accelerate_command(bptt_arguments(train, validation, tmp_path / "resumed", *options,
+                                                   "--resume_from_checkpoint", "latest")) == 0
+    assert_same_run(tmp_path / "whole", tmp_path / "resumed", steps_from=7)
+
+
+@pytest.mark.slow
+def test_two_processes_train_records_and_evaluate_every_record_once(tmp_path):
+    """`accelerate launch` on 2 CPU processes: each takes its rows of every batch of records, and the validation
+    records are shared out and summed, so the reported loss is the saved model's per-token loss over all of them."""
+    from test_training_accelerate import launch_two_processes
+
+    train, validation = write_names(tmp_path / "names.txt", 200, 0), write_names(tmp_path / "val.txt", 21, 1)
+    output = tmp_path / "two"
+    launched = launch_two_processes(bptt_arguments(train, validation, output, "--max_steps", "6", "--batch_size", "8",
+                                                   "--eval_steps", "3", "--save_steps", "3", "--cpu"))
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert (output / "checkpoint-6" / "random_states_1.pkl").is_file()  # really two processes
+    summary = json.loads((output / "training_summary.json").read_text())
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(output), AutoTokenizer.from_pretrained(output)
+    scored = score_texts(model, tokenizer, validation.read_text().split(), with_end=True)
+    nats, tokens = -sum(r["log_probability"] for r in scored), sum(r["tokens"] for r in scored)
+    assert summary["validation"]["loss"] == pytest.approx(nats / tokens, rel=1e-4)
