@@ -283,19 +283,19 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator, records
 def _record_batches(args: BPTTArguments, dataset, tokenizer, mode: str, rank: int, world: int) -> BPTTStreams:
     """Record mode: every record (`<eos> record <eos>`, at most `block_size` + 1 tokens) from the initial state, in
     batches drawn afresh each epoch; evaluation scores each validation record alone, per token."""
+    splits = ["train", "validation"] + (["test"] if "test" in dataset and args.evaluate_test_split else [])
     try:
-        train = records.tokenize_records(dataset["train"], tokenizer, mode, args.block_size + 1, split="train")
-    except ValueError as error:  # no record, or rows that are pieces of files
+        tokenized = {split: records.tokenize_records(dataset[split], tokenizer, mode, args.block_size + 1,
+                                                     split=split) for split in splits}
+    except ValueError as error:  # a split without records, or rows that are pieces of files
         raise TrainingSetupError(str(error)) from error
+    train = tokenized.pop("train")
     batches = records.RecordBatches(train, args.batch_size, rank, world, args.seed, tokenizer.pad_token_id)
     if batches.batches_per_epoch < 1:
         raise TrainingSetupError(f"The training split has {len(train)} records: too few for batch_size="
                                  f"{args.batch_size}. Lower --batch_size, or give more records.")
-    eval_sets = {}
-    for split in ("validation", "test"):
-        if split in dataset and (split == "validation" or args.evaluate_test_split):
-            scored = records.tokenize_records(dataset[split], tokenizer, mode, args.block_size + 1, split=split)
-            eval_sets[split] = (scored, records.record_characters(training_texts(dataset[split]), mode))
+    eval_sets = {split: (scored, records.record_characters(training_texts(dataset[split]), mode))
+                 for split, scored in tokenized.items()}
     return BPTTStreams(rows=None, local_rows=args.batch_size // world, blocks_per_epoch=batches.batches_per_epoch,
                        train_tokens=records.predicted_tokens(train), eval_sets=eval_sets, records=batches)
 
