@@ -234,8 +234,9 @@ class BPTTLoop:
         return float(step_loss), grad_norm
 
     def _forward_backward(self, rows: torch.Tensor, micro: int, last: bool) -> torch.Tensor:
-        """One of `micro` batches of a step: the next `block_size` tokens of every row from the carried state, the
-        gradients synchronized after the `last` one; returns the batch's loss (averaged over processes)."""
+        """One of `micro` batches of a step: the next `block_size` tokens of every row from the carried state (in
+        record mode, the next batch of records, each from the initial state), the gradients synchronized after the
+        `last` one; returns the batch's loss (averaged over processes)."""
         inputs, targets = self._next_batch(rows)
         records = self.streams.records is not None  # each record from the initial state: nothing carried
         sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
