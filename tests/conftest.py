@@ -1,6 +1,7 @@
 """Shared fixtures: tiny CharRNN models of every cell type, seeded for reproducibility, and a trained output folder."""
 
 import os
+import signal
 
 import pytest
 import torch
@@ -15,6 +16,17 @@ from hf_charrnn.reporting import generate_samples, plot_loss_curve, write_traini
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 CELL_TYPES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+
+
+@pytest.fixture(autouse=True)
+def isolated_signal_handlers():
+    """Every test starts with the SIGINT/SIGTERM handlers the one before found: the training runs install their own
+    and must put them back (tested), and nothing a test or library leaves behind reaches the next test."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in handlers.items():
+        if handler is not None:
+            signal.signal(number, handler)
 
 
 def tiny_config(**overrides) -> CharRNNConfig:

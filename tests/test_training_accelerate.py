@@ -196,6 +196,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     options = dict(max_steps=40, gradient_accumulation_steps=2, save_steps=100, eval_steps=10, sample_every_steps=15)
     full = run(tmp_path / "full", **options)
     assert full["epochs"] > 2  # the resume crosses epoch boundaries (state reset at each epoch start)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
     def interrupt(info):
         if info["step"] == 7:
@@ -209,8 +210,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     state = json.loads((tmp_path / "parts" / "checkpoint-7" / "bptt_state.json").read_text())
     assert state["state"]["step"] == 7 and state["state"]["block"] > 0
     assert (tmp_path / "parts" / "checkpoint-7" / "rnn_state.pt").is_file()
-    # The default handlers are back after the run.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # The handlers from before the run are back after it.
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
     resumed = run(tmp_path / "parts", **options)  # finds checkpoint-7 in output_dir by itself
     assert_same_weights(tmp_path / "full", tmp_path / "parts")
