@@ -5,8 +5,8 @@ An RNN's whole memory of a prompt is its state, a few kilobytes however long the
 prompt's tokens but the last (the state generate() expects with a handed-in cache: it feeds the tokens the cache has
 not consumed, here the last one, and samples from its logits); `continue_from` samples continuations from a copy of
 that state, so one prime serves any number of calls, and `num_return_sequences` copies it per continuation instead of
-reading the prompt once per sample. `save_state`/`load_state` keep it in a safetensors file with the prompt's token
-ids and a fingerprint of the model (configuration and weights): a state is meaningful only for the model that made
+reading the prompt once per sample. `save_state`/`load_state` keep it in a safetensors file with the prompt's last
+token and a fingerprint of the model (configuration and weights): a state is meaningful only for the model that made
 it, so loading one into any other model is refused. Continuing from a loaded state gives exactly the tokens one long
 `generate()` call over the prompt gives (same options and seed).
 """
@@ -36,7 +36,8 @@ class StateMismatchError(ValueError):
 
 @dataclass
 class PrimedState:
-    """The prompt's token ids, `(1, length)`, and the state after all of them but the last."""
+    """Token ids of the prompt, `(1, length)`, and the state after all of them but the last (the cache counts the ones
+    it read; a loaded state keeps only the last token, the others are in its state)."""
 
     prompt_ids: torch.LongTensor
     cache: CharRNNCache
@@ -87,11 +88,12 @@ def continue_from(model, state: PrimedState, **generate_options):
 
 
 def save_state(path: str | Path, model, state: PrimedState) -> None:
-    """The state, the prompt's ids and the model's fingerprint in one safetensors file."""
+    """The state, the prompt's last token (not read yet) and the model's fingerprint in one safetensors file: a few KB
+    however long the prompt was. Loaded, it continues from that token, as the whole prompt would."""
     tensors = {f"state.{index}": tensor.detach().cpu().contiguous() for index, tensor in enumerate(state.cache.tensors)}
-    tensors["prompt_ids"] = state.prompt_ids.detach().cpu().contiguous()
+    tensors["prompt_ids"] = state.prompt_ids[:, -1:].detach().cpu().contiguous()
     metadata = {"format": STATE_FORMAT, "model_fingerprint": model_fingerprint(model),
-                "seen_tokens": str(state.cache.seen_tokens), "cell_type": model.config.cell_type}
+                "prompt_tokens": str(state.prompt_ids.shape[1]), "cell_type": model.config.cell_type}
     save_file(tensors, str(path), metadata=metadata)
 
 
@@ -114,8 +116,7 @@ def load_state(path: str | Path, model) -> PrimedState:
         )
     dtype = next(model.parameters()).dtype  # a state saved from the model in another precision: this one's
     states = [tensors[f"state.{index}"].to(dtype) for index in range(2 if "state.1" in tensors else 1)]
-    cache = CharRNNCache(*states, seen_tokens=int(metadata["seen_tokens"]))
-    return PrimedState(tensors["prompt_ids"].long(), cache)
+    return PrimedState(tensors["prompt_ids"].long(), CharRNNCache(*states))  # the last token, not consumed yet
 
 
 __all__ = ["PrimedState", "StateMismatchError", "prime", "continue_from", "save_state", "load_state",

@@ -38,17 +38,20 @@ def test_the_prompt_is_read_once_for_all_continuations():
 
 def test_a_saved_state_continues_like_one_long_call(tmp_path, cell_type):
     model = tiny_model(cell_type=cell_type)
-    save_state(tmp_path / "state.safetensors", model, prime(model, PROMPT))
-    assert (tmp_path / "state.safetensors").stat().st_size < 4096  # a few hundred bytes of state, and the prompt
+    long_prompt = torch.randint(4, 24, (1, 2000))
+    save_state(tmp_path / "state.safetensors", model, prime(model, long_prompt))
+    assert (tmp_path / "state.safetensors").stat().st_size < 2048  # the state and one token, whatever the prompt
     loaded = load_state(tmp_path / "state.safetensors", model)
+    kept = long_prompt.shape[1] - 1  # the loaded state starts at the prompt's last token: the tokens from there on
     set_seed(5)
-    whole = model.generate(torch.cat([PROMPT, MORE], dim=1), do_sample=True, max_new_tokens=12)
+    whole = model.generate(torch.cat([long_prompt, MORE], dim=1), do_sample=True, max_new_tokens=12)
     set_seed(5)
-    assert torch.equal(continue_from(model, prime(model, MORE, after=loaded), do_sample=True, max_new_tokens=12), whole)
+    continued = continue_from(model, prime(model, MORE, after=loaded), do_sample=True, max_new_tokens=12)
+    assert torch.equal(continued, whole[:, kept:])
     set_seed(5)
-    prompt_only = model.generate(PROMPT, do_sample=True, max_new_tokens=12)
+    prompt_only = model.generate(long_prompt, do_sample=True, max_new_tokens=12)
     set_seed(5)
-    assert torch.equal(continue_from(model, loaded, do_sample=True, max_new_tokens=12), prompt_only)
+    assert torch.equal(continue_from(model, loaded, do_sample=True, max_new_tokens=12), prompt_only[:, kept:])
 
 
 def test_a_state_from_another_model_or_no_state_at_all_is_refused(tmp_path):
@@ -76,4 +79,4 @@ def test_a_state_saved_in_bf16_continues_the_same_weights_loaded_in_fp32(tmp_pat
     same_weights_in_fp32 = model.float()  # ... loaded in fp32: the same values, so the same model
     loaded = load_state(path, same_weights_in_fp32)
     assert loaded.cache.hidden.dtype == torch.float32
-    assert continue_from(same_weights_in_fp32, loaded, do_sample=False, max_new_tokens=5).shape == (1, 13)
+    assert continue_from(same_weights_in_fp32, loaded, do_sample=False, max_new_tokens=5).shape == (1, 6)
