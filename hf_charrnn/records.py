@@ -114,10 +114,23 @@ class RecordBatches:
         """This process's rows of a batch: the input tokens and the tokens they predict (-100 after a record)."""
         local = self.batch_size // self.world
         chosen = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
-        mine = chosen[self.rank * local : (self.rank + 1) * local]
-        padded = RecordCollator(self.pad_token_id)([{"input_ids": ids} for ids in
-                                                    self.records[[int(i) for i in mine]]["input_ids"]])
-        return padded["input_ids"][:, :-1], padded["labels"][:, 1:]
+        return shifted_batch(self.records, chosen[self.rank * local : (self.rank + 1) * local], self.pad_token_id)
+
+
+def shifted_batch(records, indices, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The records at `indices`, padded: the input tokens and the tokens they predict (-100 after a record)."""
+    padded = RecordCollator(pad_token_id)([{"input_ids": ids} for ids in
+                                           records[[int(i) for i in indices]]["input_ids"]])
+    return padded["input_ids"][:, :-1], padded["labels"][:, 1:]
+
+
+def batch_nats(model, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed negative log-likelihood (float64) and count of the `targets` a padded batch of records predicts, -100
+    ignored: with every record's own length counted, a split's mean is per token, whatever the batches."""
+    logits = model(input_ids=inputs).logits.float()
+    nats = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+    return nats.double(), (targets != -100).sum()
 
 
 @torch.no_grad()
@@ -125,17 +138,13 @@ def score_records(model, records, rows: range, batch_size: int, pad_token_id: in
     """Summed negative log-likelihood (nats) and count of the tokens the records at `rows` predict, each record
     from the initial state; the rows of several processes add up to the whole split."""
     device = next(model.parameters()).device
-    nats, tokens = torch.zeros((), dtype=torch.float64, device=device), 0
+    nats, tokens = 0.0, 0
     chosen = list(rows)
     for start in range(0, len(chosen), batch_size):
-        padded = RecordCollator(pad_token_id)([{"input_ids": ids} for ids in
-                                               records[chosen[start : start + batch_size]]["input_ids"]])
-        inputs, targets = padded["input_ids"][:, :-1].to(device), padded["labels"][:, 1:].to(device)
-        logits = model(input_ids=inputs).logits.float()
-        nats += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                                reduction="sum").double()
-        tokens += int((targets != -100).sum())
-    return float(nats), tokens
+        inputs, targets = shifted_batch(records, chosen[start : start + batch_size], pad_token_id)
+        batch, count = batch_nats(model, inputs.to(device), targets.to(device))
+        nats, tokens = nats + float(batch), tokens + int(count)
+    return nats, tokens
 
 
 @dataclass
@@ -157,4 +166,4 @@ class RecordCollator:
 
 
 __all__ = ["RECORD_MODES", "split_records", "tokenize_records", "predicted_tokens", "record_characters",
-           "RecordBatches", "score_records", "RecordCollator"]
+           "RecordBatches", "shifted_batch", "batch_nats", "score_records", "RecordCollator"]

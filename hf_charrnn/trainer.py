@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn import functional as F
 from transformers import (
     EarlyStoppingCallback,
     Trainer,
@@ -132,7 +131,6 @@ class CharRNNTrainer(Trainer):
             output.metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else float("inf")
         return output
 
-
     @torch.no_grad()
     def _loss_per_token(self, dataloader) -> float:
         """The mean loss over every predicted token of the split. The Trainer averages each batch's mean over the
@@ -141,11 +139,8 @@ class CharRNNTrainer(Trainer):
         with eval_mode(self.model):
             for batch in dataloader:
                 batch = self._prepare_inputs(batch)
-                logits = self.model(input_ids=batch["input_ids"]).logits[:, :-1].float()
-                labels = batch["labels"][:, 1:]
-                totals[0] += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                             ignore_index=-100, reduction="sum").double()
-                totals[1] += (labels != -100).sum()
+                nats, tokens = records.batch_nats(self.model, batch["input_ids"][:, :-1], batch["labels"][:, 1:])
+                totals += torch.stack([nats, tokens.double()])
         totals = self.accelerator.reduce(totals, "sum")
         return float(totals[0] / totals[1].clamp(min=1))
 
@@ -303,9 +298,6 @@ def _check_options(data_args: DataArguments, training_args: TrainingArguments) -
     if data_args.records != "none" and data_args.streaming:
         raise ValueError("--records reads the records of a data set it can count; without --streaming it does (the "
                          "cache is memory-mapped, so a large corpus fits).")
-    if data_args.records == "row" and data_args.train_file:
-        raise ValueError("--records row makes each row of a data set a record; text files are read in pieces, not "
-                         "rows: use --records line (each line a record).")
     if training_args.early_stopping_patience is not None:
         if training_args.eval_strategy == "no":
             raise ValueError("--early_stopping_patience needs evaluations: set --eval_strategy steps (or epoch).")
