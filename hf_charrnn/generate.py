@@ -57,12 +57,11 @@ def primed_state(model, tokenizer, prompt: str, loaded: PrimedState | None = Non
                  as_record: bool = False) -> PrimedState:
     """The state after reading `prompt`, or after `loaded`'s prompt and then `prompt`. `as_record`: the prompt is the
     beginning of a record (a document), read after `<eos>` as records are in training and texts are in `score`."""
-    ids = encode_prompt(tokenizer, prompt, model.device)["input_ids"] if prompt else None
     if loaded is not None:
-        return prime(model, ids if ids is not None else loaded.prompt_ids[:, :0], after=loaded)
-    if ids is None:
-        return prime(model, encode_prompt(tokenizer, "", model.device)["input_ids"])  # the document start alone
-    if as_record:
+        more = encode_prompt(tokenizer, prompt, model.device)["input_ids"] if prompt else loaded.prompt_ids[:, :0]
+        return prime(model, more, after=loaded)
+    ids = encode_prompt(tokenizer, prompt, model.device)["input_ids"]  # no prompt: the document start alone
+    if as_record and prompt:
         ids = torch.cat([torch.tensor([[document_start_id(tokenizer)]], device=ids.device), ids], dim=1)
     return prime(model, ids)
 
