@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from .evaluation import eval_mode
+from .reporting import seeded_sampling
 from .scoring import document_start_id
 
 MIN_COPIED_SPAN = 20
@@ -149,10 +149,8 @@ def bounded_training_text(texts: Iterable[str], limit: int = MAX_INDEXED_CHARACT
 def seeded_samples(model, tokenizer, count: int, length: int, seed: int) -> list[str]:
     """`count` samples of up to `length` tokens from the start of a document, with the model's generation settings;
     seeded, and the global random state left as it was (the report must not change a training run)."""
-    device = next(model.parameters()).device
-    start = torch.tensor([[document_start_id(tokenizer)]], device=device)
-    with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    start = torch.tensor([[document_start_id(tokenizer)]], device=next(model.parameters()).device)
+    with seeded_sampling(model, seed):
         output = model.generate(start, attention_mask=torch.ones_like(start), do_sample=True, max_new_tokens=length,
                                 num_return_sequences=count, pad_token_id=tokenizer.pad_token_id)
     return tokenizer.batch_decode(output[:, 1:], skip_special_tokens=True)

@@ -17,6 +17,7 @@ The summary's layout (keys in :data:`REQUIRED_SUMMARY_KEYS`, ``"test"`` optional
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -189,6 +190,19 @@ def plot_loss_curve(
     return path
 
 
+@contextlib.contextmanager
+def seeded_sampling(model, seed: int | None):
+    """The model in eval mode and, with `seed`, the random state seeded for the block, then both back as they were:
+    samples drawn during or after training are reproducible and do not change the training run's random stream."""
+    device = next(model.parameters()).device
+    fork_devices = [device] if device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=fork_devices,
+                                                 device_type=device.type if fork_devices else "cuda"):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
 def generate_samples(
     model,
     tokenizer,
@@ -216,25 +230,21 @@ def generate_samples(
         settings["seed"] = seed
 
     samples = []
-    fork_devices = [device] if device.type == "cuda" else []
-    with eval_mode(model):
-        with torch.random.fork_rng(devices=fork_devices, device_type=device.type if fork_devices else "cuda"):
-            if seed is not None:
-                torch.manual_seed(seed)
-            for prompt in prompts:
-                ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-                if not ids:
-                    ids = [document_start_id(tokenizer)]
-                input_ids = torch.tensor([ids], device=device)
-                with torch.no_grad():
-                    output = model.generate(
-                        input_ids,
-                        attention_mask=torch.ones_like(input_ids),
-                        pad_token_id=tokenizer.pad_token_id,
-                        **generation_kwargs,
-                    )
-                continuation = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
-                samples.append({"prompt": prompt, "settings": dict(settings), "text": prompt + continuation})
+    with seeded_sampling(model, seed):
+        for prompt in prompts:
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+            if not ids:
+                ids = [document_start_id(tokenizer)]
+            input_ids = torch.tensor([ids], device=device)
+            with torch.no_grad():
+                output = model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    pad_token_id=tokenizer.pad_token_id,
+                    **generation_kwargs,
+                )
+            continuation = tokenizer.decode(output[0, input_ids.shape[1] :], skip_special_tokens=True)
+            samples.append({"prompt": prompt, "settings": dict(settings), "text": prompt + continuation})
     return samples
 
 
