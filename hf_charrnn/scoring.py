@@ -33,8 +33,9 @@ def document_start_id(tokenizer) -> int:
     return start
 
 
-def _encoded(tokenizer, text: str, with_end: bool) -> tuple[list[int], list[str]]:
-    """The ids to feed (start token first) and, for each predicted token, the text it stands for."""
+def encode_text(tokenizer, text: str, with_end: bool = False) -> tuple[list[int], list[str]]:
+    """The ids to feed (the document start token first) and, for each token after it, the text it stands for (a
+    character's own text even where the tokenizer reads it as `<unk>`)."""
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = [document_start_id(tokenizer), *encoding["input_ids"]]
     pieces = [text[start:end] for start, end in encoding["offset_mapping"]]
@@ -83,7 +84,7 @@ def score_texts(
     """
     if batch_size < 1 or chunk_length < 1:
         raise ValueError(f"batch_size and chunk_length must be >= 1, got {batch_size} and {chunk_length}.")
-    encoded = [_encoded(tokenizer, text, with_end) for text in texts]
+    encoded = [encode_text(tokenizer, text, with_end) for text in texts]
     results: list[dict | None] = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i][0]), reverse=True)  # similar lengths together
     with eval_mode(model):
@@ -109,4 +110,4 @@ def _text_result(text: str, log_probs: torch.Tensor, pieces: list[str], with_end
     return result
 
 
-__all__ = ["document_start_id", "score_texts"]
+__all__ = ["document_start_id", "encode_text", "score_texts"]

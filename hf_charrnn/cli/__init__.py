@@ -25,6 +25,7 @@ COMMANDS = {
     "generate": ("hf_charrnn.cli.generate", "sample text from a trained model (folder or Hub id)"),
     "evaluate": ("hf_charrnn.cli.evaluate", "score a model in bits per character on a split or a text file"),
     "score": ("hf_charrnn.cli.score", "log-probability, bits per character and surprisal of given texts or lines"),
+    "explain": ("hf_charrnn.cli.explain", "an HTML page of a model's neuron activations and next-character guesses"),
     "push": ("hf_charrnn.cli.push", "upload a training output folder to the Hub, with a model card"),
     "export": ("hf_charrnn.cli.export", "export a model to ONNX (decode step and prompt pass), checked with onnxruntime"),
     "env": ("hf_charrnn.cli.env", "print the versions and device to include in a bug report"),
