@@ -47,10 +47,12 @@ from .model_card import (
     read_json_or_empty,
     render_model_card,
 )
+from .explain.report import is_explain_report
 from .model_loading import WEIGHTS_INDEX, check_model_folder, index_shards
 from .reporting import LOSS_CURVE_FILE, SUMMARY_FILE
 
 MODEL_FILES = ("config.json", "generation_config.json")
+EXPLAIN_REPORT_FILE = "explain.html"  # where a pushed `hf-charrnn explain` page goes in the repo
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -132,11 +134,23 @@ def _default_auto_map() -> dict[str, str]:
     }
 
 
-def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str | None = None
-                   ) -> dict[str, bytes | Path]:
-    """What a push uploads, as ``{path_in_repo: local path or bytes}`` (see the module docstring)."""
+def check_explain_report(path: str | os.PathLike) -> Path:
+    """A page written by `hf-charrnn explain`, or a PushToHubError that says how to make one."""
+    report = Path(path)
+    if not report.is_file() or not is_explain_report(report):
+        raise PushToHubError(f"{path} is not a page written by `hf-charrnn explain`; make one with `hf-charrnn "
+                             "explain OUTPUT_DIR --text_file SAMPLE.txt --output explain.html`.")
+    return report
+
+
+def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str | None = None,
+                   explain_report: str | os.PathLike | None = None) -> dict[str, bytes | Path]:
+    """What a push uploads, as ``{path_in_repo: local path or bytes}`` (see the module docstring); with
+    ``explain_report``, that page too, as ``explain.html``, linked from the card."""
     folder = check_push_folder(output_dir)
     files: dict[str, bytes | Path] = {}
+    if explain_report is not None:
+        files[EXPLAIN_REPORT_FILE] = check_explain_report(explain_report)
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if not config.get("auto_map"):
@@ -170,7 +184,9 @@ def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str 
     curve = summary.get("loss_curve") or LOSS_CURVE_FILE
     if isinstance(curve, str) and (folder / curve).is_file() and not Path(curve).is_absolute():
         files[Path(curve).as_posix()] = folder / curve
-    files["README.md"] = str(render_model_card(folder, repo_id, license=license)).encode("utf-8")
+    card = render_model_card(folder, repo_id, license=license,
+                             explain_report=EXPLAIN_REPORT_FILE if explain_report is not None else None)
+    files["README.md"] = str(card).encode("utf-8")
     return files
 
 
@@ -183,8 +199,10 @@ def push_output_dir(
     commit_message: str | None = None,
     token: str | None = None,
     license: str | None = None,
+    explain_report: str | os.PathLike | None = None,
 ):
     """Upload a training output folder to the Hub as ``repo_id``, in one commit; returns its ``CommitInfo``.
+    ``explain_report``, a page of `hf-charrnn explain`, goes with it as ``explain.html``, linked from the card.
 
     Checks first, and raises :class:`PushToHubError` before any upload, when the repo id is
     malformed, no token is available (``token=``, ``HF_TOKEN`` or a stored login), the
@@ -199,12 +217,13 @@ def push_output_dir(
     token = _require_token(token)
     _check_branch_name(revision)
     # Render everything before any network call: a broken card fails here, not half-way.
-    files = collect_upload(folder, repo_id if "/" in repo_id else f"user/{repo_id}", license=license)
+    files = collect_upload(folder, repo_id if "/" in repo_id else f"user/{repo_id}", license=license,
+                           explain_report=explain_report)
     api = HfApi(token=token)
     user = _authenticated_user(api)
     if "/" not in repo_id:
         repo_id = f"{user['name']}/{repo_id}"
-        files = collect_upload(folder, repo_id, license=license)
+        files = collect_upload(folder, repo_id, license=license, explain_report=explain_report)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
     branch = revision or "main"
     if revision is not None and revision != "main":

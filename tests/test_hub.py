@@ -373,6 +373,41 @@ def test_push_command_prints_the_card_and_refuses_bad_folders(tmp_path, capsys):
         main([str(tmp_path), "someone/x"])
 
 
+def write_explain_page(folder, path):
+    from hf_charrnn.cli import main as hf_charrnn_command
+
+    assert hf_charrnn_command(["explain", str(folder), "--text", TEXT, "--output", str(path)]) == 0
+    return path
+
+
+def test_push_command_links_an_explain_page_from_the_card_and_refuses_other_files(tmp_path, capsys):
+    from hf_charrnn.cli.push import main
+
+    folder = make_output_dir(tmp_path / "out")
+    page = write_explain_page(folder, tmp_path / "page.html")
+    capsys.readouterr()
+    assert main([str(folder), "someone/x", "--print-card", "--explain-report", str(page)]) == 0
+    card = capsys.readouterr().out
+    assert "## Inside the model" in card and "[`explain.html`](explain.html)" in card
+    assert "## Inside the model" not in str(collect_upload(folder, "someone/x")["README.md"], "utf-8")
+    notes = tmp_path / "notes.html"
+    notes.write_text("<p>notes</p>", encoding="utf-8")
+    for wrong in (notes, tmp_path / "missing.html"):
+        with pytest.raises(PushToHubError, match="not a page written by `hf-charrnn explain`"):
+            collect_upload(folder, "someone/x", explain_report=wrong)
+
+
+@pytest.mark.slow
+def test_push_with_an_explain_page_uploads_it_beside_the_model(hub_python, hub_server, hub_repo_id, tmp_path):
+    folder = make_output_dir(tmp_path / "out")
+    page = write_explain_page(folder, tmp_path / "page.html")
+    push(hub_python, folder, hub_repo_id, explain_report=str(page))
+    assert "explain.html" in hub_server.state.history(hub_repo_id)[0].payload["uploaded"]
+    remote = hub_server.state.files(hub_repo_id)
+    assert remote["explain.html"] == page.read_bytes()
+    assert "[`explain.html`](explain.html)" in remote["README.md"].decode("utf-8")
+
+
 @pytest.mark.slow
 def test_trainer_push_to_hub_uploads_the_finished_model_in_one_commit(hub_python, hub_server, hub_repo_id, tmp_path):
     """`hf-charrnn train --push_to_hub --hub_model_id` pushes the output folder once, at the end, without checkpoints."""
