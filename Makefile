@@ -14,7 +14,8 @@ ECOSYSTEM := transformers tokenizers datasets accelerate evaluate huggingface_hu
 # What the floor environment runs: everything that touches transformers' model, generation, pipeline and Hub APIs.
 FLOOR_TESTS := tests/test_versions.py tests/test_configuration.py tests/test_modeling.py tests/test_conformance.py \
 	tests/test_generation.py tests/test_pipeline.py tests/test_tokenization.py tests/test_remote_code.py \
-	tests/test_hub.py tests/test_cli.py tests/test_readme.py tests/test_export.py tests/test_lora.py
+	tests/test_hub.py tests/test_cli.py tests/test_readme.py tests/test_export.py tests/test_lora.py \
+	tests/test_explain.py
 # Less the million-character prompt: it measures the model's chunked prefill (one forward call on either release) and
 # takes about three minutes of CI time on 2 cores; the pinned run covers it.
 FLOOR_SKIP := --deselect tests/test_pipeline.py::test_a_million_character_prompt_runs_in_bounded_memory
@@ -35,8 +36,14 @@ endef
 	$(call make_venv,.venv-floor,$(FLOOR))
 	touch $@
 
-.PHONY: install demo test test-fast test-floor test-cross-version test-latest lock
+.PHONY: install browser demo test test-fast test-floor test-cross-version test-latest lock
 install: .venv/bin/hf-charrnn
+
+# The page tests (tests/test_explain_browser.py) run in Debian's Chromium, driven by Playwright; without it they skip.
+browser:  ## install Debian's chromium for the page tests (apt-get; needs root or sudo)
+	command -v chromium >/dev/null || { $$(test "$$(id -u)" = 0 || echo sudo) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$(test "$$(id -u)" = 0 || echo sudo) apt-get install -y -qq chromium; }
+	chromium --version 2>/dev/null
 
 demo: install  ## train the default Shakespeare model on the CPU, then generate
 	.venv/bin/hf-charrnn demo
