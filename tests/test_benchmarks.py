@@ -284,3 +284,15 @@ def test_bench_data_measures_a_cold_and_a_cached_run(tmp_path):
     assert figures["cold"]["exit_code"] == figures["warm"]["exit_code"] == 0
     assert 0 < figures["warm"]["first_step_seconds"] <= figures["warm"]["seconds"]
     assert 0.1 < figures["cold"]["peak_rss_gb"] < 3
+
+
+@pytest.mark.slow
+def test_bench_explain_measures_the_page_against_plain_text():
+    result = run_script("bench_explain.py", "--characters", "3000", "--hidden_size", "16", "--runs", "1")
+    assert result["characters"] == 3000 and result["page_mb"] > 0
+    if "browser" in result:  # no Chromium here: said, not measured
+        assert result["browser"].startswith("skipped: no Chromium")
+        return
+    assert result["load_ratio_to_plain_text"] == pytest.approx(
+        result["page_load_s"] / result["plain_text_load_s"], rel=0.02, abs=0.01)
+    assert result["switch_unit_s"] > 0 and result["switch_layer_s"] > 0
