@@ -29,7 +29,7 @@ from hf_charrnn.explain.report import (
 )
 from hf_charrnn.explain.units import correlations, rank_units, text_properties
 from hf_charrnn.modeling_charrnn import INFERENCE_CHUNK_LENGTH
-from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tokenizer
 
 TEXT = ('She said "hello (twice)" and left.\nHe wrote [a list] of "words" {and more}.\n'
         'Then: "nothing" (at all)!\n')
@@ -104,6 +104,20 @@ def test_activations_find_the_saved_tokenizer_or_ask_for_one(tmp_path):
         activations(make_model(), "said")
     with pytest.raises(ValueError, match="empty"):
         activations(model, "", tokenizer=TOKENIZER)
+
+
+def test_a_word_model_explains_words_with_the_text_between_them():
+    tokenizer = build_word_tokenizer([TEXT])
+    model = make_model("gru", tokenizer=tokenizer)
+    text = 'He said "hello" (twice).\nThen left'
+    acts = activations(model, text, tokenizer=tokenizer)
+    assert "".join(acts.tokens) == text and acts.tokens[:4] == ["He", " ", "said", " "]
+    assert acts.hidden[0].shape == (len(acts.tokens), 12) and acts.next_logits.shape == (len(acts.tokens),
+                                                                                          len(tokenizer))
+    hidden, _, logits = one_token_at_a_time(model, [tokenizer.eos_token_id, *acts.token_ids])
+    torch.testing.assert_close(acts.hidden[1][-1], hidden[-1][1], atol=2e-5, rtol=1e-5)
+    assert text_properties(acts.tokens)["inside quotes"].tolist()[4:8] == [1, 1, 0, 0]  # ' "', 'hello', '"', ' '
+    assert acts.bits_per_character() == pytest.approx(acts.surprisal.sum().item() / len(text), rel=1e-6)
 
 
 def test_text_properties_by_hand():
@@ -233,6 +247,7 @@ def test_explain_mistakes_are_one_line_errors(model_folder, tmp_path, capsys):
     cases = {
         ("--output", str(notes), "--text", "said"): "not a page of hf-charrnn explain",
         ("--output", str(tmp_path), "--text", "said"): "is a folder",
+        ("--output", str(tmp_path / "no" / "e.html"), "--text", "said"): "does not exist; create it first",
         ("--output", str(tmp_path / "a.html")): "--text TEXT or --text_file FILE",
         ("--output", str(tmp_path / "b.html"), "--text_file", str(latin1)): "UTF-8",
         ("--output", str(tmp_path / "c.html"), "--text", ""): "empty",

@@ -34,7 +34,7 @@ class ExplainArguments:
     max_characters: int = field(
         default=DEFAULT_MAX_CHARACTERS,
         metadata={"help": "Look at this many characters at most (a longer text is cut, with a warning). The page "
-                          "holds every unit's activation at every character: about 1.5 KB per character for a 2x512 "
+                          "holds every unit's activation at every character: up to 2 KB per character for a 2x512 "
                           "LSTM."},
     )
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, ... (default: cuda when available)."})
@@ -51,6 +51,8 @@ class ExplainArguments:
         output = Path(self.output)
         if output.is_dir():
             raise ValueError(f"--output {self.output} is a folder; give a file name, e.g. {output / 'explain.html'}.")
+        if not output.parent.is_dir():
+            raise ValueError(f"--output {self.output}: the folder {output.parent} does not exist; create it first.")
         if output.exists() and not is_explain_report(output):
             raise ValueError(f"--output {self.output} exists and is not a page of hf-charrnn explain; it is left as "
                              "it is. Choose another file name (or remove that file).")

@@ -5,7 +5,8 @@ request for anything.
 What the page receives, per position: the token's text, its surprisal, the top next tokens with their
 probabilities; per layer and state kind, every unit's activation, quantised to 8 bits against the unit's largest
 magnitude (colours have far fewer steps) and gzip-compressed (the browser's DecompressionStream unpacks a layer when
-it is first shown). 20,000 characters of a 2x512 LSTM come to about 30 MB.
+it is first shown). 20,000 characters of a 2x512 LSTM come to about 41 MB untrained, less once trained (its
+states compress better).
 
 Colours: a unit's activation `a` is drawn as `t = a / scale` in [-1, 1], from white to blue (positive) or red
 (negative), where `scale` is 1 for a state bounded by its nonlinearity (the hidden state of an LSTM, a GRU or a tanh
