@@ -64,7 +64,8 @@ def browser_figures(page_path: Path, plain_path: Path, runs: int, num_layers: in
             page.select_option("#layer", index=0)
             wait_showing(page, f"0/hidden/{page.input_value('#unit-slider')}")
             page.fill("#unit-search", "3")
-            unit_switch.append(timed(lambda: (page.press("#unit-search", "Enter"), wait_showing(page, "0/hidden/3")))[1])
+            unit_switch.append(timed(lambda: (page.press("#unit-search", "Enter"),
+                                              wait_showing(page, "0/hidden/3")))[1])
             if num_layers > 1:
                 layer_switch.append(timed(lambda: (page.select_option("#layer", index=num_layers - 1),
                                                    wait_showing(page, f"{num_layers - 1}/hidden/3")))[1])

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from conftest import tiny_model
+from hf_charrnn import CharRNNForCausalLM
 from hf_charrnn.cli import main as hf_charrnn_command
 from hf_charrnn.explain import TextActivations, activations
 from hf_charrnn.explain.report import (
@@ -37,14 +38,7 @@ TOKENIZER = build_char_tokenizer([TEXT])
 
 
 def make_model(cell_type="lstm", seed=0, tokenizer=TOKENIZER) -> CharRNNForCausalLM:
-    torch.manual_seed(seed)
-    config = CharRNNConfig(vocab_size=len(tokenizer), cell_type=cell_type, hidden_size=12, embedding_dim=6,
-                           num_layers=2)
-    model = CharRNNForCausalLM(config).eval()
-    with torch.no_grad():  # larger weights: states differ visibly from position to position
-        for parameter in model.parameters():
-            parameter.mul_(3.0)
-    return model
+    return tiny_model(seed, vocab_size=len(tokenizer), cell_type=cell_type, hidden_size=12, embedding_dim=6)
 
 
 @torch.no_grad()
