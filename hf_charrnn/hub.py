@@ -37,6 +37,7 @@ from huggingface_hub import (
     CommitOperationDelete,
     HfApi,
     get_token,
+    hf_hub_url,
 )
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -47,9 +48,11 @@ from .model_card import (
     read_json_or_empty,
     render_model_card,
 )
-from .explain.report import is_explain_report
+from .explain.report import is_explain_report, report_model_fingerprint
 from .model_loading import WEIGHTS_INDEX, check_model_folder, index_shards
+from .modeling_charrnn import CharRNNForCausalLM
 from .reporting import LOSS_CURVE_FILE, SUMMARY_FILE
+from .states import model_fingerprint
 
 MODEL_FILES = ("config.json", "generation_config.json")
 EXPLAIN_REPORT_FILE = "explain.html"  # where a pushed `hf-charrnn explain` page goes in the repo
@@ -134,23 +137,34 @@ def _default_auto_map() -> dict[str, str]:
     }
 
 
-def check_explain_report(path: str | os.PathLike) -> Path:
-    """A page written by `hf-charrnn explain`, or a PushToHubError that says how to make one."""
-    report = Path(path)
+def explain_report_url(repo_id: str, revision: str | None = None) -> str:
+    """Where the card's link downloads the pushed page: the Hub shows an HTML file as source, so the link asks for
+    the file itself (`?download=true`), to open in a browser."""
+    return hf_hub_url(repo_id, EXPLAIN_REPORT_FILE, revision=revision) + "?download=true"
+
+
+def check_explain_report(path: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """A page written by `hf-charrnn explain` with the model in `output_dir` (its fingerprint: configuration and
+    weights), or a PushToHubError that says how to make one."""
+    report, remake = Path(path), f"`hf-charrnn explain {output_dir} --text_file SAMPLE.txt --output explain.html`"
     if not report.is_file() or not is_explain_report(report):
-        raise PushToHubError(f"{path} is not a page written by `hf-charrnn explain`; make one with `hf-charrnn "
-                             "explain OUTPUT_DIR --text_file SAMPLE.txt --output explain.html`.")
+        raise PushToHubError(f"{path} is not a page written by `hf-charrnn explain`; make one with {remake}.")
+    model = CharRNNForCausalLM.from_pretrained(output_dir)
+    if report_model_fingerprint(report) != model_fingerprint(model):
+        raise PushToHubError(f"{path} was made with another model than the one in {output_dir} (or before it was "
+                             f"trained further); make it again with {remake}.")
     return report
 
 
 def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str | None = None,
-                   explain_report: str | os.PathLike | None = None) -> dict[str, bytes | Path]:
+                   explain_report: str | os.PathLike | None = None, revision: str | None = None
+                   ) -> dict[str, bytes | Path]:
     """What a push uploads, as ``{path_in_repo: local path or bytes}`` (see the module docstring); with
-    ``explain_report``, that page too, as ``explain.html``, linked from the card."""
+    ``explain_report``, that page too, as ``explain.html``, linked from the card (on branch ``revision``)."""
     folder = check_push_folder(output_dir)
     files: dict[str, bytes | Path] = {}
     if explain_report is not None:
-        files[EXPLAIN_REPORT_FILE] = check_explain_report(explain_report)
+        files[EXPLAIN_REPORT_FILE] = check_explain_report(explain_report, folder)
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if not config.get("auto_map"):
@@ -185,7 +199,7 @@ def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str 
     if isinstance(curve, str) and (folder / curve).is_file() and not Path(curve).is_absolute():
         files[Path(curve).as_posix()] = folder / curve
     card = render_model_card(folder, repo_id, license=license,
-                             explain_report=EXPLAIN_REPORT_FILE if explain_report is not None else None)
+                             explain_report_url=explain_report_url(repo_id, revision) if explain_report else None)
     files["README.md"] = str(card).encode("utf-8")
     return files
 
@@ -218,12 +232,12 @@ def push_output_dir(
     _check_branch_name(revision)
     # Render everything before any network call: a broken card fails here, not half-way.
     files = collect_upload(folder, repo_id if "/" in repo_id else f"user/{repo_id}", license=license,
-                           explain_report=explain_report)
+                           explain_report=explain_report, revision=revision)
     api = HfApi(token=token)
     user = _authenticated_user(api)
     if "/" not in repo_id:
         repo_id = f"{user['name']}/{repo_id}"
-        files = collect_upload(folder, repo_id, license=license, explain_report=explain_report)
+        files = collect_upload(folder, repo_id, license=license, explain_report=explain_report, revision=revision)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
     branch = revision or "main"
     if revision is not None and revision != "main":

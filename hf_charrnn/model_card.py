@@ -269,10 +269,10 @@ def _load_template() -> str:
 
 
 def render_model_card(output_dir: str | os.PathLike, repo_id: str, *, license: str | None = None,
-                      explain_report: str | None = None) -> ModelCard:
+                      explain_report_url: str | None = None) -> ModelCard:
     """The model card (README.md) for ``output_dir`` published as ``repo_id`` (see the module docstring).
-    ``license`` defaults to the summary's ``"license"`` key, else ``apache-2.0``; ``explain_report``, the path in the
-    repo of a page of `hf-charrnn explain`, gets a section that links to it."""
+    ``license`` defaults to the summary's ``"license"`` key, else ``apache-2.0``; ``explain_report_url``, where a
+    pushed page of `hf-charrnn explain` downloads from, gets a section that links to it."""
     folder = Path(output_dir)
     config = read_json_or_empty(folder / "config.json")
     summary = read_json_or_empty(folder / SUMMARY_FILE)
@@ -295,5 +295,5 @@ def render_model_card(output_dir: str | os.PathLike, repo_id: str, *, license: s
         **model_section(folder, config), **training, results=results_table(splits), samples=samples,
         validation_bpc_md=format_number(splits.get("validation", {}).get("bpc")),
         memorisation_md=describe_report(summary.get("memorisation") or {}),
-        usage_prompt_py=json.dumps(usage_prompt, ensure_ascii=False), explain_report=explain_report,
+        usage_prompt_py=json.dumps(usage_prompt, ensure_ascii=False), explain_report_url=explain_report_url,
     )

@@ -49,6 +49,39 @@ def _invalid_utf8_message(path: Path, offset: int, chunk: bytes, at: int, role: 
     )
 
 
+def _binary_message(path: Path, role: str) -> str:
+    return (f"The {role} file {str(path)!r} is a binary file (it contains NUL bytes), not text. Give a UTF-8 text "
+            "file, or a .json/.jsonl/.csv/.parquet file with --text_column.")
+
+
+def read_text_start(path: str | Path, max_characters: int, role: str) -> str:
+    """
+    The first `max_characters` characters of a plain UTF-8 text file, and one more if the file has more (so the
+    caller can say it was cut), checked as `inspect_file` checks a whole file but reading only what is used: the
+    start of a file of any size. Raises `DataFileError` for a data-set format, a binary or non-UTF-8 file, or an
+    empty one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"The {role} file {str(path)!r} does not exist (or is not a file).")
+    if builder_for(path) != "text":
+        raise DataFileError(f"The {role} file {str(path)!r} is a {path.suffix} data file; give plain UTF-8 text "
+                            "(write its text column to a .txt file first).")
+    decoder, parts, count, offset = codecs.getincrementaldecoder("utf-8")(), [], 0, 0
+    with open(path, "rb") as handle:
+        while count <= max_characters and (chunk := handle.read(CHUNK_BYTES)):
+            if offset == 0 and b"\x00" in chunk[:BINARY_SNIFF_BYTES]:
+                raise DataFileError(_binary_message(path, role))
+            try:
+                parts.append(decoder.decode(chunk))
+            except UnicodeDecodeError as error:
+                raise DataFileError(_invalid_utf8_message(path, offset + error.start, chunk, error.start, role)) from None
+            count, offset = count + len(parts[-1]), offset + len(chunk)
+    if not parts:
+        raise DataFileError(f"The {role} file {str(path)!r} is empty: give it some text.")
+    return "".join(parts)[: max_characters + 1]
+
+
 def inspect_file(path: str | Path, role: str) -> dict:
     """
     Check that `path` can be read as what its suffix says (UTF-8 text unless it is binary by format) and return its
@@ -62,10 +95,7 @@ def inspect_file(path: str | Path, role: str) -> dict:
             digest.update(chunk)
             if check_text:
                 if offset == 0 and b"\x00" in chunk[:BINARY_SNIFF_BYTES]:
-                    raise DataFileError(
-                        f"The {role} file {str(path)!r} is a binary file (it contains NUL bytes), not text. Give a "
-                        "UTF-8 text file, or a .json/.jsonl/.csv/.parquet file with --text_column."
-                    )
+                    raise DataFileError(_binary_message(path, role))
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError as error:

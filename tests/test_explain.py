@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import tiny_model
-from hf_charrnn import CharRNNForCausalLM
+from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
 from hf_charrnn.cli import main as hf_charrnn_command
 from hf_charrnn.explain import TextActivations, activations
 from hf_charrnn.explain.report import (
@@ -25,11 +25,13 @@ from hf_charrnn.explain.report import (
     is_explain_report,
     render_report,
     report_data,
+    report_model_fingerprint,
     surprisal_colour,
     unit_colour,
 )
 from hf_charrnn.explain.units import correlations, rank_units, text_properties
 from hf_charrnn.modeling_charrnn import INFERENCE_CHUNK_LENGTH
+from hf_charrnn.states import model_fingerprint
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tokenizer
 
 TEXT = ('She said "hello (twice)" and left.\nHe wrote [a list] of "words" {and more}.\n'
@@ -110,7 +112,7 @@ def test_a_word_model_explains_words_with_the_text_between_them():
                                                                                           len(tokenizer))
     hidden, _, logits = one_token_at_a_time(model, [tokenizer.eos_token_id, *acts.token_ids])
     torch.testing.assert_close(acts.hidden[1][-1], hidden[-1][1], atol=2e-5, rtol=1e-5)
-    assert text_properties(acts.tokens)["inside quotes"].tolist()[4:8] == [1, 1, 0, 0]  # ' "', 'hello', '"', ' '
+    assert text_properties(acts.tokens)["inside quotes"].tolist()[4:8] == [1, 1, 0, 0]  # '"', 'hello', '"', ' '
     assert acts.bits_per_character() == pytest.approx(acts.surprisal.sum().item() / len(text), rel=1e-6)
 
 
@@ -156,6 +158,13 @@ def test_rank_units_finds_a_planted_line_position_unit_and_skips_constant_proper
         (abs(u.correlation) for u in ranked["inside a word"]), reverse=True)
 
 
+def test_short_or_uniform_texts_rank_nothing_they_cannot_support():
+    acts = activations(make_model(), 'a "b" c (d) e\nf g h i j k', tokenizer=TOKENIZER)  # 22 positions
+    ranked = rank_units(acts)
+    assert set(ranked) == {"position in line", "inside a word"}  # quotes, brackets, line ends: fewer than 3 positions
+    assert rank_units(activations(make_model(), "said it", tokenizer=TOKENIZER)) == {}  # 7 positions
+
+
 def test_colours_by_hand():
     assert unit_colour(0.0) == (255, 255, 255) and unit_colour(1.0) == POSITIVE_RGB
     assert unit_colour(-7.0) == NEGATIVE_RGB  # clamped
@@ -189,18 +198,28 @@ def test_report_data_round_trips_states_predictions_and_scales():
     assert first["correlation"] == pytest.approx(r.abs().max().item() * np.sign(first["correlation"]), abs=1e-4)
 
 
-def test_the_page_holds_its_data_verbatim_and_nothing_escapes_the_script():
+def test_ids_beyond_the_tokenizer_are_named_by_number_on_the_page():
+    model = tiny_model(0, vocab_size=len(TOKENIZER) + 3, hidden_size=12, embedding_dim=6)
+    vocabulary = report_data(activations(model, TEXT, tokenizer=TOKENIZER), TOKENIZER, "m", model.config)["vocabulary"]
+    assert vocabulary[: len(TOKENIZER)] == TOKENIZER.convert_ids_to_tokens(list(range(len(TOKENIZER))))
+    assert vocabulary[len(TOKENIZER):] == [f"<id {i}>" for i in range(len(TOKENIZER), len(TOKENIZER) + 3)]
+
+
+def test_the_page_holds_its_data_verbatim_and_nothing_escapes_the_script(tmp_path):
     text = TEXT + '</script><script>document.title="{{TITLE}}"</script><!--'
     tokenizer = build_char_tokenizer([text])
     model = make_model("gru", tokenizer=tokenizer)
     acts = activations(model, text, tokenizer=tokenizer)
-    page = render_report(acts, tokenizer, "a <b>name</b>", model.config)
+    page = render_report(acts, tokenizer, "a <b>name</b>", model.config, model_fingerprint="0a1b")
     assert page.count("</script>") == 2 and page.count("<script") == 2
     assert "<title>Inside a &lt;b&gt;name&lt;/b&gt;</title>" in page
     embedded = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)[1]
     assert json.loads(embedded) == json.loads(json.dumps(report_data(acts, tokenizer, "a <b>name</b>",
                                                                      model.config)))
     assert "".join(json.loads(embedded)["tokens"]) == text
+    page_file = tmp_path / "page.html"
+    page_file.write_text(page, encoding="utf-8")
+    assert is_explain_report(page_file) and report_model_fingerprint(page_file) == "0a1b"
     assert [block["kind"] for block in json.loads(embedded)["states"]] == ["hidden", "hidden"]  # a GRU: no cells
 
 
@@ -226,6 +245,7 @@ def test_explain_command_writes_a_page_and_replaces_only_its_own(model_folder, t
     assert "open it in a web browser" in capsys.readouterr().out and is_explain_report(output)
     data = page_data(output)
     assert "".join(data["tokens"]) == TEXT and data["model"]["name"] == model_folder.name
+    assert report_model_fingerprint(output) == model_fingerprint(CharRNNForCausalLM.from_pretrained(model_folder))
     assert hf_charrnn_command(["explain", str(model_folder), "--text", "said", "--output", str(output)]) == 0
     assert page_data(output)["tokens"] == list("said")  # its own earlier page is replaced
     assert hf_charrnn_command(["explain", str(model_folder), "--text_file", str(text_file), "--output",
@@ -233,11 +253,24 @@ def test_explain_command_writes_a_page_and_replaces_only_its_own(model_folder, t
     assert "first 10 characters" in capsys.readouterr().err and len(page_data(output)["tokens"]) == 10
 
 
+def test_a_page_too_large_for_a_browser_is_refused_with_the_length_that_fits():
+    from hf_charrnn.cli.explain import check_page_size
+
+    config = CharRNNConfig(vocab_size=80, hidden_size=512, num_layers=2)  # 2 x 512 x 2 states: 2,731 bytes a character
+    check_page_size(config, 115_000)  # about 299.5 MB
+    with pytest.raises(ValueError, match=r"up to 521 MB.*use --max_characters 115,[12]\d\d or less"):
+        check_page_size(config, 200_000)
+
+
 def test_explain_mistakes_are_one_line_errors(model_folder, tmp_path, capsys):
     notes = tmp_path / "notes.html"
     notes.write_text("<p>my own notes</p>", encoding="utf-8")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("Zürich".encode("latin-1"))
+    table = tmp_path / "table.parquet"
+    table.write_bytes(b"PAR1\x00\x01")
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"\x00\x01\x02text")
     cases = {
         ("--output", str(notes), "--text", "said"): "not a page of hf-charrnn explain",
         ("--output", str(tmp_path), "--text", "said"): "is a folder",
@@ -245,6 +278,10 @@ def test_explain_mistakes_are_one_line_errors(model_folder, tmp_path, capsys):
         ("--output", str(tmp_path / "a.html")): "--text TEXT or --text_file FILE",
         ("--output", str(tmp_path / "b.html"), "--text_file", str(latin1)): "UTF-8",
         ("--output", str(tmp_path / "c.html"), "--text", ""): "empty",
+        ("--output", str(tmp_path / "c.html"), "--text", "Z\udcfcrich"): "not valid UTF-8",  # a shell's $'Z\xfcrich'
+        ("--output", str(tmp_path / "c.html"), "--text_file", str(table)): "is a .parquet data file",
+        ("--output", str(tmp_path / "c.html"), "--text_file", str(binary)): "binary file",
+        ("--output", str(tmp_path / "c.html"), "--text_file", str(tmp_path / "none.txt")): "does not exist",
         ("--output", str(tmp_path / "d.html"), "--text", "said", "--max_characters", "0"): "at least 1",
     }
     for extra, message in cases.items():

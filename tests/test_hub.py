@@ -386,15 +386,19 @@ def test_push_command_links_an_explain_page_from_the_card_and_refuses_other_file
     folder = make_output_dir(tmp_path / "out")
     page = write_explain_page(folder, tmp_path / "page.html")
     capsys.readouterr()
-    assert main([str(folder), "someone/x", "--print-card", "--explain-report", str(page)]) == 0
+    assert main([str(folder), "someone/x", "--print-card", "--explain-report", str(page), "--revision", "v1"]) == 0
     card = capsys.readouterr().out
-    assert "## Inside the model" in card and "[`explain.html`](explain.html)" in card
+    assert "## Inside the model" in card
+    assert "[`explain.html`](https://huggingface.co/someone/x/resolve/v1/explain.html?download=true)" in card
     assert "## Inside the model" not in str(collect_upload(folder, "someone/x")["README.md"], "utf-8")
     notes = tmp_path / "notes.html"
     notes.write_text("<p>notes</p>", encoding="utf-8")
     for wrong in (notes, tmp_path / "missing.html"):
         with pytest.raises(PushToHubError, match="not a page written by `hf-charrnn explain`"):
             collect_upload(folder, "someone/x", explain_report=wrong)
+    other = write_explain_page(make_output_dir(tmp_path / "other", seed=1), tmp_path / "other.html")
+    with pytest.raises(PushToHubError, match="made with another model than the one in"):
+        collect_upload(folder, "someone/x", explain_report=other)
 
 
 @pytest.mark.slow
@@ -405,7 +409,8 @@ def test_push_with_an_explain_page_uploads_it_beside_the_model(hub_python, hub_s
     assert "explain.html" in hub_server.state.history(hub_repo_id)[0].payload["uploaded"]
     remote = hub_server.state.files(hub_repo_id)
     assert remote["explain.html"] == page.read_bytes()
-    assert "[`explain.html`](explain.html)" in remote["README.md"].decode("utf-8")
+    link = f"{hub_server.endpoint}/{hub_repo_id}/resolve/main/explain.html?download=true"
+    assert f"[`explain.html`]({link})" in remote["README.md"].decode("utf-8")
 
 
 @pytest.mark.slow

@@ -12,13 +12,16 @@ from pathlib import Path
 
 from .. import text_files
 from ..explain import activations
-from ..explain.report import is_explain_report, render_report
+from ..explain.report import estimated_page_megabytes, is_explain_report, render_report
 from ..model_loading import load_model_and_tokenizer
+from ..states import model_fingerprint
 from ..tokenization_charrnn import count_unknown_characters
 from .help_format import parse_model_command
 from .score import warn_about_unknown_characters
+from .text_input import text_from_option
 
 DEFAULT_MAX_CHARACTERS = 20_000
+MAX_PAGE_MEGABYTES = 300  # the default 2x512 LSTM at 20,000 characters: up to 55 MB
 
 
 @dataclass
@@ -59,15 +62,12 @@ class ExplainArguments:
 
 
 def text_to_explain(args: ExplainArguments) -> str:
-    """The text, cut to `max_characters` with a warning; checked (exists, UTF-8, not empty) before the model loads."""
+    """The text, cut to `max_characters` with a warning; checked (exists, UTF-8, not empty) before the model loads.
+    Only the start of a file is read: a page holds at most `max_characters` characters."""
     if args.text_file is None:
-        text = sys.stdin.read() if args.text == "-" else args.text
+        text = text_from_option(args.text, "--text")
     else:
-        paths = text_files.resolve_files(args.text_file, "text")  # exists, not empty, UTF-8: or a clear error
-        if len(paths) != 1:
-            raise ValueError(f"--text_file {args.text_file} matches {len(paths)} files; give one file.")
-        with open(paths[0], encoding="utf-8") as file:
-            text = file.read(args.max_characters + 1)
+        text = text_files.read_text_start(args.text_file, args.max_characters, "text")
     if not text:
         raise ValueError("The text to look at is empty.")
     if len(text) > args.max_characters:
@@ -89,14 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     text = text_to_explain(args)
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, revision=args.revision, device=args.device,
                                                 trust_remote_code=args.trust_remote_code)
+    check_page_size(model.config, len(text))
     warn_about_unknown_characters(tokenizer, Counter(count_unknown_characters(tokenizer, [text])))
     acts = activations(model, text, tokenizer=tokenizer)
-    page = render_report(acts, tokenizer, model_name=shown_model_name(args.model_name_or_path), config=model.config)
+    page = render_report(acts, tokenizer, model_name=shown_model_name(args.model_name_or_path), config=model.config,
+                         model_fingerprint=model_fingerprint(model))
     Path(args.output).write_text(page, encoding="utf-8")
     size = Path(args.output).stat().st_size
     print(f"wrote {args.output} ({len(text):,} characters, {size / 2**20:.1f} MB): open it in a web browser; it needs "
           "no network.")
     return 0
+
+
+def check_page_size(config, characters: int) -> None:
+    """Refuse a page too large for a browser to open comfortably, before computing it, and say how much text fits."""
+    megabytes = estimated_page_megabytes(config, characters)
+    if megabytes > MAX_PAGE_MEGABYTES:
+        fits = int(characters * MAX_PAGE_MEGABYTES / megabytes)
+        raise ValueError(f"A page of {characters:,} characters of this model ({config.num_layers} x "
+                         f"{config.hidden_size} {config.cell_type}) would be up to {megabytes:,.0f} MB, more than a "
+                         f"browser opens comfortably; use --max_characters {fits:,} or less.")
 
 
 def shown_model_name(name: str) -> str:

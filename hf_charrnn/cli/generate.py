@@ -9,6 +9,7 @@ from transformers import set_seed
 from ..generate import primed_state, sample, sample_records
 from ..model_loading import load_model_and_tokenizer
 from ..states import load_state, save_state
+from .text_input import text_from_option
 
 
 def generation_options(args: argparse.Namespace) -> dict:
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def read_prompt(prompt: str | None) -> str:
     """The prompt text ('' for none: sampling then starts after <eos>, where documents start in training)."""
-    return sys.stdin.read() if prompt == "-" else (prompt or "")
+    return text_from_option(prompt, "--prompt") if prompt else ""
 
 
 def check_options(args: argparse.Namespace) -> None:

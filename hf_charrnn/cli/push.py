@@ -2,7 +2,7 @@
 
 import argparse
 
-from ..hub import EXPLAIN_REPORT_FILE, check_explain_report, check_push_folder, push_output_dir
+from ..hub import check_explain_report, check_push_folder, explain_report_url, push_output_dir
 from ..model_card import DEFAULT_LICENSE, render_model_card
 
 
@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_card:
         check_push_folder(args.output_dir)
         if args.explain_report is not None:
-            check_explain_report(args.explain_report)
-        print(render_model_card(args.output_dir, args.repo_id, license=args.license,
-                                explain_report=EXPLAIN_REPORT_FILE if args.explain_report is not None else None))
+            check_explain_report(args.explain_report, args.output_dir)
+        url = explain_report_url(args.repo_id, args.revision) if args.explain_report is not None else None
+        print(render_model_card(args.output_dir, args.repo_id, license=args.license, explain_report_url=url))
         return 0
     info = push_output_dir(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
                            commit_message=args.commit_message, token=args.token, license=args.license,

@@ -18,6 +18,7 @@ from ..model_loading import load_model_and_tokenizer
 from ..scoring import score_texts
 from ..tokenization_charrnn import count_unknown_characters, is_char_level, unknown_warning
 from .help_format import parse_model_command
+from .text_input import text_from_option
 
 MAX_WHOLE_FILE_BYTES = 64 * 2**20  # a file scored as one text is read whole (with --per_line: line by line)
 LINES_PER_BATCH = 4096  # lines scored and printed together
@@ -64,7 +65,7 @@ def text_to_read(args: ScoreArguments) -> tuple[str | None, str | None]:
     """`(path, None)` of a checked text file, or `(None, text)`: read before the model is loaded, so a mistake shows
     at once. A file scored whole must fit in memory as one text; corpus-level figures of any size are `evaluate`'s."""
     if args.text_file is None:
-        text = sys.stdin.read() if args.text == "-" else args.text
+        text = text_from_option(args.text, "--text")
         if not text:
             raise ValueError("The text to score is empty.")
         return None, text

@@ -49,14 +49,27 @@
     const values = unpacked.get(view.layer + "/" + view.kind);
     return (values[view.unit * count + i] * block.largest[view.unit]) / 127;
   }
+  function isUnpacked() {
+    return unpacked.has(view.layer + "/" + view.kind);
+  }
+  // [background, strength from 0 to 1] of token i; "" before the first state is unpacked.
   function colourAt(i) {
-    if (view.mode === "surprisal") return surprisalColour(data.surprisal[i]);
-    if (!unpacked.has(view.layer + "/" + view.kind)) return ""; // drawn before the first state was unpacked
-    return unitColour(activation(i) / stateBlock(view.layer, view.kind).display[view.unit]);
+    if (view.mode === "surprisal") {
+      return [surprisalColour(data.surprisal[i]), Math.min(data.surprisal[i] / data.surprisal_scale, 1)];
+    }
+    if (!isUnpacked()) return ["", 0];
+    const t = activation(i) / stateBlock(view.layer, view.kind).display[view.unit];
+    return [unitColour(t), Math.min(Math.abs(t), 1)];
   }
 
+  // A token in the hover box: whitespace made visible.
   function shown(token) {
     return token.replace(/\n/g, "\u23ce").replace(/ /g, "\u2423").replace(/\t/g, "\u21e5");
+  }
+  // A token in the text: a line break keeps a visible mark (so it can be coloured and hovered), and a combining mark
+  // that starts a token gets a dotted circle to sit on (alone it would have no width).
+  function inText(token) {
+    return token.replace(/\n/g, "\u23ce\n").replace(/^(\p{M})/u, "\u25cc$1");
   }
   function element(tag, text, attributes) {
     const el = document.createElement(tag);
@@ -76,7 +89,7 @@
     }, { rootMargin: "1000px 0px" });
     for (let start = 0, b = 0; start < count; start += BLOCK_TOKENS, b++) {
       const end = Math.min(count, start + BLOCK_TOKENS);
-      const el = element("span", data.tokens.slice(start, end).join(""), { "data-block": b });
+      const el = element("span", data.tokens.slice(start, end).map(inText).join(""), { "data-block": b });
       textView.appendChild(el);
       blocks.push({ el, start, end, drawn: false });
       observer.observe(el);
@@ -85,7 +98,7 @@
   function drawBlock(block) {
     if (block.drawn) return;
     const fragment = document.createDocumentFragment();
-    for (let i = block.start; i < block.end; i++) fragment.appendChild(element("span", data.tokens[i], { "data-i": i }));
+    for (let i = block.start; i < block.end; i++) fragment.appendChild(element("span", inText(data.tokens[i]), { "data-i": i }));
     block.el.textContent = "";
     block.el.appendChild(fragment);
     block.drawn = true;
@@ -93,14 +106,18 @@
   }
   function colourBlock(block) {
     const spans = block.el.children;
-    for (let k = 0; k < spans.length; k++) spans[k].style.backgroundColor = colourAt(block.start + k);
+    for (let k = 0; k < spans.length; k++) {
+      const [background, strength] = colourAt(block.start + k);
+      spans[k].style.backgroundColor = background;
+      spans[k].style.color = strength > 0.6 ? "#fff" : ""; // dark text on a strong colour would be hard to read
+    }
   }
   function recolour() {
     for (const block of blocks) if (block.drawn) colourBlock(block);
     drawLegend();
     $("view-title").textContent = view.mode === "surprisal"
       ? "Surprisal: how unexpected each token was (bits)"
-      : `Layer ${view.layer + 1}, ${view.kind} state, unit ${view.unit}`;
+      : `Layer ${view.layer}, ${view.kind} state, unit ${view.unit}`;
     if (selected !== null) showDetails(selected);
     document.body.dataset.showing = view.mode === "surprisal" ? "surprisal" : `${view.layer}/${view.kind}/${view.unit}`;
   }
@@ -131,6 +148,8 @@
     $("kind").value = view.kind;
     $("unit-slider").max = String(block.units - 1);
     $("unit-slider").value = String(view.unit);
+    $("unit-search").value = String(view.unit);
+    $("unit-message").textContent = "";
     $("picker").disabled = view.mode !== "unit";
     document.querySelector(`input[name=mode][value=${view.mode}]`).checked = true;
     recolour();
@@ -139,7 +158,7 @@
     const field = $("unit-search");
     const units = stateBlock(view.layer, view.kind).units;
     const wanted = Number(field.value.trim());
-    if (field.value.trim() === "" || !Number.isInteger(wanted) || wanted < 0 || wanted >= units) {
+    if (!/^\d+$/.test(field.value.trim()) || wanted >= units) {
       $("unit-message").textContent = `no unit ${field.value.trim() || "?"}: this layer has units 0 to ${units - 1}`;
       return;
     }
@@ -148,13 +167,12 @@
   }
   function buildControls() {
     const layers = [...new Set(data.states.map((s) => s.layer))];
-    for (const layer of layers) $("layer").appendChild(element("option", `${layer + 1}`, { value: layer }));
+    for (const layer of layers) $("layer").appendChild(element("option", `${layer}`, { value: layer }));
     for (const kind of [...new Set(data.states.map((s) => s.kind))]) $("kind").appendChild(element("option", kind, { value: kind }));
     $("layer").addEventListener("change", (e) => choose({ layer: Number(e.target.value) }));
     $("kind").addEventListener("change", (e) => choose({ kind: e.target.value }));
     $("unit-slider").addEventListener("input", (e) => choose({ unit: Number(e.target.value) }));
     $("unit-search").addEventListener("keydown", (e) => { if (e.key === "Enter") searchUnit(); });
-    $("unit-search").addEventListener("change", searchUnit);
     $("previous-unit").addEventListener("click", () => choose({ unit: view.unit - 1 }));
     $("next-unit").addEventListener("click", () => choose({ unit: view.unit + 1 }));
     for (const radio of document.querySelectorAll("input[name=mode]")) {
@@ -170,7 +188,7 @@
       const list = element("ol");
       for (const u of data.ranked_units[name]) {
         const item = element("li");
-        const button = element("button", `layer ${u.layer + 1} ${u.kind} ${u.unit}`, { type: "button",
+        const button = element("button", `layer ${u.layer} ${u.kind} ${u.unit}`, { type: "button",
           "data-layer": u.layer, "data-kind": u.kind, "data-unit": u.unit });
         button.addEventListener("click", () => {
           choose({ mode: "unit", layer: u.layer, kind: u.kind, unit: u.unit });
@@ -190,7 +208,7 @@
     details.textContent = "";
     const head = element("div");
     head.append("after ", element("code", shown(data.tokens[i])), ` · surprisal ${data.surprisal[i].toFixed(2)} bits`);
-    if (view.mode === "unit") head.append(` · activation ${activation(i).toPrecision(3)}`);
+    if (view.mode === "unit" && isUnpacked()) head.append(` · activation ${activation(i).toPrecision(3)}`);
     const list = element("ol", undefined, { "aria-label": "most likely next tokens" });
     for (let k = 0; k < data.top_k; k++) {
       const token = data.vocabulary[data.top_ids[i * data.top_k + k]];
@@ -204,12 +222,25 @@
     details.hidden = false;
     const box = span.getBoundingClientRect();
     details.style.left = `${Math.max(4, Math.min(window.scrollX + box.left, window.scrollX + document.documentElement.clientWidth - details.offsetWidth - 4))}px`;
-    details.style.top = `${window.scrollY + box.bottom + 6}px`;
+    const below = box.bottom + 6 + details.offsetHeight <= document.documentElement.clientHeight;
+    details.style.top = `${window.scrollY + (below ? box.bottom + 6 : box.top - details.offsetHeight - 6)}px`;
   }
   function tokenIndex(target) {
     return target instanceof HTMLElement && target.dataset.i !== undefined ? Number(target.dataset.i) : null;
   }
-  function watchPointer() {
+  // Pins the details of token i (null: unpins), drawing its block first if needed.
+  function pin(i) {
+    const previous = textView.querySelector("span.selected");
+    if (previous) previous.classList.remove("selected");
+    selected = i;
+    if (i === null) { details.hidden = true; return; }
+    drawBlock(blocks[Math.floor(i / BLOCK_TOKENS)]);
+    const span = textView.querySelector(`span[data-i="${i}"]`);
+    span.classList.add("selected");
+    span.scrollIntoView({ block: "nearest" });
+    showDetails(i);
+  }
+  function watchPointerAndKeys() {
     textView.addEventListener("mouseover", (e) => {
       const i = tokenIndex(e.target);
       if (i !== null && selected === null) showDetails(i);
@@ -217,15 +248,17 @@
     textView.addEventListener("mouseleave", () => { if (selected === null) details.hidden = true; });
     textView.addEventListener("click", (e) => {
       const i = tokenIndex(e.target);
-      const previous = textView.querySelector("span.selected");
-      if (previous) previous.classList.remove("selected");
-      selected = i === null || i === selected ? null : i;
-      if (selected === null) { details.hidden = true; return; }
-      e.target.classList.add("selected");
-      showDetails(i);
+      pin(i === null || i === selected ? null : i);
     });
-    document.addEventListener("keydown", (e) => {
-      if (e.key === "Escape" && selected !== null) textView.click();
+    // The keyboard's way in: arrows step through the tokens (their details are read out), Escape leaves.
+    textView.addEventListener("keydown", (e) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: 40, ArrowUp: -40 }[e.key];
+      if (step !== undefined) {
+        e.preventDefault();
+        pin(Math.max(0, Math.min(count - 1, (selected === null ? -1 : selected) + step)));
+      } else if (e.key === "Escape") {
+        pin(null);
+      }
     });
   }
 
@@ -237,7 +270,7 @@
       "Hover over (or tap) a character for the model's guesses at the next one.";
     buildControls();
     buildRankedLists();
-    watchPointer();
+    watchPointerAndKeys();
     buildBlocks();
     const first = Object.values(data.ranked_units)[0];
     await choose(first && first.length ? { layer: first[0].layer, kind: first[0].kind, unit: first[0].unit } : {});

@@ -37,6 +37,7 @@ POSITIVE_RGB, NEGATIVE_RGB, SURPRISAL_RGB = (33, 102, 172), (178, 24, 43), (230,
 QUANTISATION_LEVELS = 127  # int8, symmetric
 BOUNDED_HIDDEN = {"lstm", "gru", "rnn_tanh"}  # cell types whose hidden state lies in [-1, 1]
 GENERATOR_TAG = '<meta name="generator" content="hf-charrnn explain">'
+HEAD_BYTES = 2048  # where a page's head, with the tags above, ends
 
 
 def _mix(target: tuple[int, int, int], amount: float) -> tuple[int, int, int]:
@@ -73,6 +74,18 @@ def _packed_states(cell_type: str, layer: int, kind: str, states: torch.Tensor) 
             "data": base64.b64encode(packed).decode("ascii")}
 
 
+def _vocabulary(tokenizer, size: int) -> list[str]:
+    """Each output id's text; ids the tokenizer does not know (a model built with a larger vocabulary) by number."""
+    tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+    return [token if token is not None else f"<id {i}>" for i, token in enumerate(tokens)]
+
+
+def estimated_page_megabytes(config, characters: int) -> float:
+    """An upper bound on a page's size: a byte per unit, state kind and character, in base64, before compression."""
+    kinds = 2 if config.cell_type == "lstm" else 1
+    return characters * config.num_layers * config.hidden_size * kinds * 4 / 3 / 2**20
+
+
 def report_data(acts: TextActivations, tokenizer, model_name: str, config) -> dict:
     """Everything the page shows, as JSON-ready values."""
     probabilities = torch.softmax(acts.next_logits, dim=-1)
@@ -83,7 +96,7 @@ def report_data(acts: TextActivations, tokenizer, model_name: str, config) -> di
                   "hidden_size": config.hidden_size},
         "bits_per_character": acts.bits_per_character(),
         "tokens": acts.tokens,
-        "vocabulary": tokenizer.convert_ids_to_tokens(list(range(acts.next_logits.shape[1]))),
+        "vocabulary": _vocabulary(tokenizer, acts.next_logits.shape[1]),
         "top_k": top.indices.shape[1],
         "top_ids": top.indices.flatten().tolist(),
         "top_probabilities": [round(p, 5) for p in top.values.flatten().tolist()],
@@ -101,21 +114,31 @@ def report_data(acts: TextActivations, tokenizer, model_name: str, config) -> di
 def is_explain_report(path: str | Path) -> bool:
     """Whether the file at `path` is a page this module wrote (its head names the generator)."""
     with open(path, "rb") as file:
-        return GENERATOR_TAG.encode() in file.read(2048)
+        return GENERATOR_TAG.encode() in file.read(HEAD_BYTES)
+
+
+def report_model_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint of the model a page was made with, from its head (None if it has none)."""
+    with open(path, "rb") as file:
+        found = re.search(rb'<meta name="hf-charrnn-model" content="([0-9a-f]*)">', file.read(HEAD_BYTES))
+    return found[1].decode() if found and found[1] else None
 
 
 def _asset(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-def render_report(acts: TextActivations, tokenizer, model_name: str, config) -> str:
-    """The whole page as one HTML string."""
+def render_report(acts: TextActivations, tokenizer, model_name: str, config, model_fingerprint: str = "") -> str:
+    """The whole page as one HTML string; `model_fingerprint` (`hf_charrnn.states.model_fingerprint`) goes in its
+    head, so that `hf-charrnn push` can tell whether a page was made with the model it pushes."""
     data = json.dumps(report_data(acts, tokenizer, model_name, config), ensure_ascii=False, separators=(",", ":"))
     data = data.replace("<", "\\u003c")  # nothing in the data can close the script element that holds it
     parts = {"TITLE": html.escape(f"Inside {model_name}"), "STYLE": _asset("page.css"), "SCRIPT": _asset("page.js"),
-             "DATA": data}
-    return re.sub(r"\{\{(TITLE|STYLE|SCRIPT|DATA)\}\}", lambda match: parts[match[1]], _asset("page.html"))
+             "DATA": data, "FINGERPRINT": html.escape(model_fingerprint)}
+    return re.sub(r"\{\{(TITLE|STYLE|SCRIPT|DATA|FINGERPRINT)\}\}", lambda match: parts[match[1]],
+                  _asset("page.html"))
 
 
-__all__ = ["GENERATOR_TAG", "SURPRISAL_SCALE_BITS", "TOP_NEXT_TOKENS", "display_scale", "is_explain_report",
-           "render_report", "report_data", "surprisal_colour", "unit_colour"]
+__all__ = ["GENERATOR_TAG", "SURPRISAL_SCALE_BITS", "TOP_NEXT_TOKENS", "display_scale", "estimated_page_megabytes",
+           "is_explain_report", "render_report", "report_data", "report_model_fingerprint", "surprisal_colour",
+           "unit_colour"]

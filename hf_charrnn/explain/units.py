@@ -19,6 +19,8 @@ from .activations import STATE_KINDS, TextActivations
 
 OPENING_QUOTES, CLOSING_QUOTES = '"“', '"”'
 OPENING_BRACKETS, CLOSING_BRACKETS = "([{", ")]}"
+MIN_POSITIONS = 20  # below this a correlation says nothing (on 3 positions every unit that moves correlates +-1)
+MIN_MINORITY = 3  # positions a property must differ from its most common value at, to be ranked
 
 
 @dataclass(frozen=True)
@@ -78,13 +80,16 @@ def correlations(states: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 
 
 def rank_units(acts: TextActivations, top: int = 8) -> dict[str, list[UnitCorrelation]]:
-    """For every property the text makes vary, the `top` units whose activation correlates most strongly with it
-    (either sign), across all layers and state kinds, strongest first."""
+    """For every property the text makes vary (at `MIN_MINORITY` positions or more, in a text of `MIN_POSITIONS`
+    tokens or more), the `top` units whose activation correlates most strongly with it (either sign), across all
+    layers and state kinds, strongest first. A text too short or too uniform gets `{}`."""
+    if len(acts.tokens) < MIN_POSITIONS:
+        return {}
     blocks = [(layer, kind, states) for kind in STATE_KINDS if kind == "hidden" or acts.cell is not None
               for layer, states in enumerate(acts.states(kind))]
     ranked = {}
     for name, values in text_properties(acts.tokens).items():
-        if values.min() == values.max():
+        if len(values) - values.unique(return_counts=True)[1].max() < MIN_MINORITY:
             continue
         found = [UnitCorrelation(layer, kind, unit, float(r)) for layer, kind, states in blocks
                  for unit, r in enumerate(correlations(states, values))]
@@ -92,4 +97,4 @@ def rank_units(acts: TextActivations, top: int = 8) -> dict[str, list[UnitCorrel
     return ranked
 
 
-__all__ = ["PROPERTIES", "UnitCorrelation", "correlations", "rank_units", "text_properties"]
+__all__ = ["MIN_MINORITY", "MIN_POSITIONS", "PROPERTIES", "UnitCorrelation", "correlations", "rank_units", "text_properties"]
