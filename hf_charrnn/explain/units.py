@@ -97,4 +97,5 @@ def rank_units(acts: TextActivations, top: int = 8) -> dict[str, list[UnitCorrel
     return ranked
 
 
-__all__ = ["MIN_MINORITY", "MIN_POSITIONS", "PROPERTIES", "UnitCorrelation", "correlations", "rank_units", "text_properties"]
+__all__ = ["MIN_MINORITY", "MIN_POSITIONS", "PROPERTIES", "UnitCorrelation", "correlations", "rank_units",
+           "text_properties"]
