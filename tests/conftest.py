@@ -1,7 +1,10 @@
 """Shared fixtures: tiny CharRNN models of every cell type, seeded for reproducibility, and a trained output folder."""
 
+import contextlib
+import io
 import os
 import signal
+import subprocess
 
 import pytest
 import torch
@@ -16,6 +19,19 @@ from hf_charrnn.reporting import generate_samples, plot_loss_curve, write_traini
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 CELL_TYPES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+
+
+def hf_charrnn_in_process(*args) -> subprocess.CompletedProcess:
+    """`hf-charrnn ARGS` through the command's own entry point in this process, with its exit code and output as a
+    subprocess would give them: for what a command refuses before it starts work, where a subprocess would spend
+    most of its time (about 8 s here) importing torch and transformers. Tests that need a process of their own
+    (signals, locks, resuming, training) keep running one."""
+    from hf_charrnn.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main([str(arg) for arg in args])
+    return subprocess.CompletedProcess(["hf-charrnn", *map(str, args)], code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import tiny_model
+from conftest import hf_charrnn_in_process, tiny_model
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 CORPUS = "O Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n"
@@ -22,6 +22,12 @@ def hf_charrnn(*args: str, stdin: str | None = None, timeout: float = 300) -> su
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", "hf_charrnn.cli", *args], input=stdin, capture_output=True,
                           text=True, timeout=timeout, env=environment)
+
+
+def run_generate(*args) -> subprocess.CompletedProcess:
+    """`hf-charrnn generate ARGS` through the command's entry point in this process (saves the ~8 s import a
+    subprocess pays; the subprocess tests below cover standard input and the exit code of a failing process)."""
+    return hf_charrnn_in_process("generate", *args)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +50,7 @@ def test_the_console_script_is_installed_and_lists_its_commands():
 
 
 def test_greedy_generation_prints_what_generate_returns(checkpoint):
-    result = hf_charrnn("generate", str(checkpoint), "--prompt", "Romeo", "--greedy", "--max_new_tokens", "30")
+    result = run_generate(str(checkpoint), "--prompt", "Romeo", "--greedy", "--max_new_tokens", "30")
     assert result.returncode == 0, result.stderr
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -55,7 +61,7 @@ def test_greedy_generation_prints_what_generate_returns(checkpoint):
 def test_seeded_samples_repeat_and_several_samples_are_numbered(checkpoint):
     options = ("generate", str(checkpoint), "--prompt", "thy", "--seed", "5", "--num_samples", "3",
                "--temperature", "1.5", "--max_new_tokens", "40")
-    first, second = hf_charrnn(*options), hf_charrnn(*options)
+    first, second = hf_charrnn_in_process(*options), hf_charrnn_in_process(*options)
     assert first.returncode == 0, first.stderr
     assert first.stdout == second.stdout
     assert [line for line in first.stdout.splitlines() if line.startswith("--- sample")] == [
@@ -71,7 +77,7 @@ def test_prompt_from_standard_input_and_unknown_characters_warn(checkpoint):
 
 
 def test_beam_search_from_the_command_line(checkpoint):
-    result = hf_charrnn("generate", str(checkpoint), "--prompt", "Deny", "--num_beams", "3", "--max_new_tokens", "8",
+    result = run_generate(str(checkpoint), "--prompt", "Deny", "--num_beams", "3", "--max_new_tokens", "8",
                         "--no_stream")
     assert result.returncode == 0, result.stderr
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
@@ -86,7 +92,7 @@ def test_stop_strings_end_the_sample_after_the_text(checkpoint):
     ids = model.generate(**tokenizer("Romeo", return_tensors="pt"), do_sample=False, max_new_tokens=40)
     continuation = tokenizer.decode(ids[0, 5:], skip_special_tokens=True)
     stop = continuation[6]  # a character the greedy continuation reaches: it must end there, at its first occurrence
-    result = hf_charrnn("generate", str(checkpoint), "--prompt", "Romeo", "--greedy", "--max_new_tokens", "40",
+    result = run_generate(str(checkpoint), "--prompt", "Romeo", "--greedy", "--max_new_tokens", "40",
                         "--stop", stop, "--stop", "never printed")
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip("\n") == ("Romeo" + continuation[: continuation.index(stop) + 1]).rstrip("\n")
@@ -95,7 +101,7 @@ def test_stop_strings_end_the_sample_after_the_text(checkpoint):
 def test_records_are_sampled_to_their_end_one_per_line(checkpoint):
     from transformers import set_seed
 
-    result = hf_charrnn("generate", str(checkpoint), "--num_records", "4", "--seed", "3", "--max_new_tokens", "300")
+    result = run_generate(str(checkpoint), "--num_records", "4", "--seed", "3", "--max_new_tokens", "300")
     assert result.returncode == 0, result.stderr
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
@@ -107,15 +113,15 @@ def test_records_are_sampled_to_their_end_one_per_line(checkpoint):
     records = [text.rstrip("\n") for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
     assert result.stdout == "\n".join(records) + "\n"
     assert ("did not end" in result.stderr) == (not all(ended))
-    cut = hf_charrnn("generate", str(checkpoint), "--num_records", "3", "--seed", "3", "--max_new_tokens", "1",
+    cut = run_generate(str(checkpoint), "--num_records", "3", "--seed", "3", "--max_new_tokens", "1",
                      "--temperature", "0.01")  # the most likely first character is not <eos>: all three are cut
     assert cut.returncode == 0 and "3 of 3 records did not end within 1 new tokens" in cut.stderr
-    stopped = hf_charrnn("generate", str(checkpoint), "--num_records", "3", "--seed", "3", "--max_new_tokens", "300",
+    stopped = run_generate(str(checkpoint), "--num_records", "3", "--seed", "3", "--max_new_tokens", "300",
                          "--stop", max(records, key=len)[1])  # a record ended by a stop text has ended: no warning
     assert stopped.returncode == 0 and "did not end" not in stopped.stderr
 
     # A prompt is the beginning of every record: read after <eos>, as records are in training.
-    prompted = hf_charrnn("generate", str(checkpoint), "--num_records", "2", "--seed", "3", "--max_new_tokens", "300",
+    prompted = run_generate(str(checkpoint), "--num_records", "2", "--seed", "3", "--max_new_tokens", "300",
                           "--prompt", "Ro")
     set_seed(3)
     start = torch.tensor([[tokenizer.eos_token_id, *tokenizer("Ro", add_special_tokens=False)["input_ids"]]])
@@ -128,7 +134,7 @@ def test_records_are_sampled_to_their_end_one_per_line(checkpoint):
 def test_repetition_controls_reach_generate(checkpoint):
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    result = hf_charrnn("generate", str(checkpoint), "--prompt", "thy", "--greedy", "--max_new_tokens", "60",
+    result = run_generate(str(checkpoint), "--prompt", "thy", "--greedy", "--max_new_tokens", "60",
                         "--no_repeat_ngram_size", "2", "--repetition_penalty", "1.3")
     assert result.returncode == 0, result.stderr
     ids = model.generate(**tokenizer("thy", return_tensors="pt"), do_sample=False, max_new_tokens=60,
@@ -140,12 +146,12 @@ def test_repetition_controls_reach_generate(checkpoint):
 
 def test_a_saved_state_continues_like_one_long_call_and_another_model_refuses_it(checkpoint, tmp_path):
     state = tmp_path / "romeo.safetensors"
-    primed = hf_charrnn("generate", str(checkpoint), "--prompt", "O Romeo, ", "--save_state", str(state),
+    primed = run_generate(str(checkpoint), "--prompt", "O Romeo, ", "--save_state", str(state),
                         "--max_new_tokens", "0")
     assert primed.returncode == 0 and primed.stdout == "" and "Saved the state after 9 prompt tokens" in primed.stderr
     options = ("--seed", "4", "--temperature", "1.3", "--max_new_tokens", "30", "--num_samples", "2")
-    continued = hf_charrnn("generate", str(checkpoint), "--load_state", str(state), "--prompt", "Rom", *options)
-    whole = hf_charrnn("generate", str(checkpoint), "--prompt", "O Romeo, Rom", *options)
+    continued = run_generate(str(checkpoint), "--load_state", str(state), "--prompt", "Rom", *options)
+    whole = run_generate(str(checkpoint), "--prompt", "O Romeo, Rom", *options)
     assert continued.returncode == 0, continued.stderr
     # The same tokens; only the text added now is shown again, not the saved prompt (it may be a whole act).
     assert "O Romeo, Rom" in whole.stdout and continued.stdout == whole.stdout.replace("O Romeo, Rom", "Rom")
@@ -154,7 +160,7 @@ def test_a_saved_state_continues_like_one_long_call_and_another_model_refuses_it
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     tiny_model(seed=1, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id).save_pretrained(other)
     tokenizer.save_pretrained(other)
-    refused = hf_charrnn("generate", str(other), "--load_state", str(state))
+    refused = run_generate(str(other), "--load_state", str(state))
     assert refused.returncode == 2 and "holds the state of another model" in refused.stderr
     assert "Traceback" not in refused.stderr
 
@@ -167,7 +173,7 @@ def test_generation_options_out_of_range_are_one_line_errors(checkpoint):
                              (("--num_records", "2", "--greedy"), "would all be the same record"),
                              (("--num_records", "2", "--num_beams", "2"), "would all be the same record"),
                              (("--save_state", "no/such/folder/s.safetensors"), "its folder does not exist")):
-        result = hf_charrnn("generate", str(checkpoint), *options)
+        result = run_generate(checkpoint, *options)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, options
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import tiny_model
+from conftest import hf_charrnn_in_process, tiny_model
 from hf_charrnn.run_folder import LOCK_FILE, RUN_FILE
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
@@ -318,15 +318,16 @@ def test_broken_model_folders_name_the_file(model_folder, tmp_path):
 def test_evaluate_refuses_empty_text_warns_on_unknown_characters_and_names_its_data(model_folder, texts, tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    assert_user_error(hf_charrnn("evaluate", model_folder, "--text_file", empty), "is empty")
+    assert_user_error(hf_charrnn_in_process("evaluate", model_folder, "--text_file", empty), "is empty")
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("déjà\n".encode("latin-1"))
-    assert_user_error(hf_charrnn("evaluate", model_folder, "--text_file", latin1), "byte 1 (0xe9", "iconv")
+    assert_user_error(hf_charrnn_in_process("evaluate", model_folder, "--text_file", latin1), "byte 1 (0xe9", "iconv")
     foreign = tmp_path / "foreign.txt"
     foreign.write_text("ЖЖЖЖ ЖЖЖЖ ЖЖЖЖ the\n", encoding="utf-8")
-    warned = hf_charrnn("evaluate", model_folder, "--text_file", foreign)
+    warned = hf_charrnn_in_process("evaluate", model_folder, "--text_file", foreign)
     assert warned.returncode == 0 and "12 characters" in warned.stderr and "63.2% of the text" in warned.stderr
-    assert_user_error(hf_charrnn("evaluate", model_folder), "Say what to score: --text_file FILE, or --dataset")
+    assert_user_error(hf_charrnn_in_process("evaluate", model_folder),
+                      "Say what to score: --text_file FILE, or --dataset")
 
     trained = tmp_path / "trained"
     done = hf_charrnn(*train_args("train", texts["first"], trained, "--max_steps", "2"))
@@ -335,4 +336,4 @@ def test_evaluate_refuses_empty_text_warns_on_unknown_characters_and_names_its_d
     assert recorded.returncode == 0, recorded.stderr[-3000:]
     report = json.loads(recorded.stdout)
     assert report["recorded_data"].endswith("first.txt") and report["split"] == "validation"
-    assert_user_error(hf_charrnn("evaluate", trained, "--split", "test"), "has no 'test' split")
+    assert_user_error(hf_charrnn_in_process("evaluate", trained, "--split", "test"), "has no 'test' split")
