@@ -273,7 +273,7 @@ def model_folder(tmp_path_factory) -> Path:
 
 
 def test_generate_without_a_prompt_starts_where_a_document_starts(model_folder):
-    result = hf_charrnn("generate", model_folder, "--greedy", "--max_new_tokens", "30")
+    result = hf_charrnn_in_process("generate", model_folder, "--greedy", "--max_new_tokens", "30")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warning" not in result.stderr and "<" not in result.stdout
     model, tokenizer = AutoModelForCausalLM.from_pretrained(model_folder), AutoTokenizer.from_pretrained(model_folder)
@@ -302,7 +302,7 @@ def test_broken_model_folders_name_the_file(model_folder, tmp_path):
     no_tokenizer.mkdir()
     for name in ("config.json", "model.safetensors", "generation_config.json"):
         (no_tokenizer / name).write_bytes((model_folder / name).read_bytes())
-    assert_user_error(hf_charrnn("generate", no_tokenizer, "--prompt", "x"),
+    assert_user_error(hf_charrnn_in_process("generate", no_tokenizer, "--prompt", "x"),
                       "has no tokenizer: tokenizer.json and tokenizer_config.json are missing")
     edited = tmp_path / "edited"
     edited.mkdir()
@@ -310,7 +310,7 @@ def test_broken_model_folders_name_the_file(model_folder, tmp_path):
         (edited / source.name).write_bytes(source.read_bytes())
     config = json.loads((edited / "config.json").read_text())
     (edited / "config.json").write_text(json.dumps({**config, "cell_type": "transformer"}))
-    result = hf_charrnn("generate", edited, "--prompt", "x")
+    result = hf_charrnn("generate", edited, "--prompt", "x")  # a process of its own: all of its stderr is seen
     assert_user_error(result, "config.json is invalid: cell_type='transformer' is not supported")
     assert result.stderr.startswith("error: ") and "[transformers]" not in result.stderr
 
