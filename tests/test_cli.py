@@ -45,7 +45,8 @@ def test_the_console_script_is_installed_and_lists_its_commands():
     assert script.exists() or shutil.which("hf-charrnn")
     result = hf_charrnn("--help")
     assert result.returncode == 0
-    for command in ("demo", "train", "train-accelerate", "generate", "evaluate", "score", "push", "export", "env"):
+    for command in ("demo", "train", "train-accelerate", "generate", "evaluate", "score", "explain", "push", "export",
+                    "env"):
         assert f"  {command} " in result.stdout
 
 

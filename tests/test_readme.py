@@ -41,4 +41,4 @@ def test_the_explain_example_runs_on_the_library_examples_model(tmp_path):
     result = subprocess.run([sys.executable, "-c", "\n".join(blocks)], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert "torch.Size([18, 512])" in result.stdout and "UnitCorrelation(layer=" in result.stdout
+    assert "torch.Size([42, 512])" in result.stdout and "UnitCorrelation(layer=" in result.stdout
