@@ -116,10 +116,24 @@ def load_from_hub(repo_id: str, **options):
         ) from None
 
 
+def check_device(device: str) -> None:
+    """A device this torch can use, or an error that says why not and what to give instead (before any loading)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device torch knows; use cpu, cuda, cuda:1, mps, ...") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU (a CPU build, or no GPU "
+                         "visible); use --device cpu.")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: this machine has no Apple MPS device; use --device cpu.")
+
+
 def load_model_and_tokenizer(name: str, revision: str | None = None, device: str | None = None,
                              trust_remote_code: bool = False):
     """A checkpoint folder or Hub id, ready to sample or score: eval mode, on `device` (CUDA when there is one)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     folder = Path(name).expanduser()
     if folder.is_dir() or looks_local(name):
         check_model_folder(folder)

@@ -167,7 +167,9 @@ def test_a_saved_state_continues_like_one_long_call_and_another_model_refuses_it
 
 
 def test_generation_options_out_of_range_are_one_line_errors(checkpoint):
+    unusable = "--device cuda: this torch" if not torch.cuda.is_available() else "not a device torch knows"
     for options, message in ((("--num_records", "0"), "--num_records must be at least 1"),
+                             (("--device", "cuda" if not torch.cuda.is_available() else "gpu"), unusable),
                              (("--stop", ""), "--stop needs a non-empty text"),
                              (("--repetition_penalty", "0"), "--repetition_penalty must be above 0"),
                              (("--num_records", "2", "--num_samples", "2"), "not both"),
