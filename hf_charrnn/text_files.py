@@ -54,6 +54,29 @@ def _binary_message(path: Path, role: str) -> str:
             "file, or a .json/.jsonl/.csv/.parquet file with --text_column.")
 
 
+def _checked_utf8_chunks(handle, path: Path, role: str):
+    """The file's chunks with their decoded text, checked on the way: a NUL byte at its start (a binary file), a byte
+    that is not UTF-8, a file that ends in the middle of a character; each a `DataFileError` that names the fix."""
+    decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
+    while chunk := handle.read(CHUNK_BYTES):
+        if offset == 0 and b"\x00" in chunk[:BINARY_SNIFF_BYTES]:
+            raise DataFileError(_binary_message(path, role))
+        try:
+            text = decoder.decode(chunk)
+        except UnicodeDecodeError as error:
+            raise DataFileError(_invalid_utf8_message(path, offset + error.start, chunk, error.start, role)) from None
+        yield chunk, text
+        offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise DataFileError(
+            f"The {role} file {str(path)!r} is not UTF-8 text: it ends in the middle of a character (byte "
+            f"{offset}). Convert it first, e.g. iconv -f latin1 -t utf-8 {path} > {path.with_suffix('')}.utf8"
+            f"{path.suffix}"
+        ) from None
+
+
 def read_text_start(path: str | Path, max_characters: int, role: str) -> str:
     """
     The first `max_characters` characters of a plain UTF-8 text file, and one more if the file has more (so the
@@ -67,16 +90,13 @@ def read_text_start(path: str | Path, max_characters: int, role: str) -> str:
     if builder_for(path) != "text":
         raise DataFileError(f"The {role} file {str(path)!r} is a {path.suffix} data file; give plain UTF-8 text "
                             "(write its text column to a .txt file first).")
-    decoder, parts, count, offset = codecs.getincrementaldecoder("utf-8")(), [], 0, 0
+    parts, count = [], 0
     with open(path, "rb") as handle:
-        while count <= max_characters and (chunk := handle.read(CHUNK_BYTES)):
-            if offset == 0 and b"\x00" in chunk[:BINARY_SNIFF_BYTES]:
-                raise DataFileError(_binary_message(path, role))
-            try:
-                parts.append(decoder.decode(chunk))
-            except UnicodeDecodeError as error:
-                raise DataFileError(_invalid_utf8_message(path, offset + error.start, chunk, error.start, role)) from None
-            count, offset = count + len(parts[-1]), offset + len(chunk)
+        for _, text in _checked_utf8_chunks(handle, path, role):
+            parts.append(text)
+            count += len(text)
+            if count > max_characters:
+                break
     if not parts:
         raise DataFileError(f"The {role} file {str(path)!r} is empty: give it some text.")
     return "".join(parts)[: max_characters + 1]
@@ -88,30 +108,13 @@ def inspect_file(path: str | Path, role: str) -> dict:
     fingerprint `{"path", "bytes", "sha256"}`. Raises `DataFileError` for a binary or non-UTF-8 text file.
     """
     path = Path(path)
-    check_text = path.suffix.lower() not in BINARY_FORMATS
-    digest, decoder, offset = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")(), 0
+    digest, offset = hashlib.sha256(), 0
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
+        chunks = (iter(lambda: handle.read(CHUNK_BYTES), b"") if path.suffix.lower() in BINARY_FORMATS
+                  else (chunk for chunk, _ in _checked_utf8_chunks(handle, path, role)))
+        for chunk in chunks:
             digest.update(chunk)
-            if check_text:
-                if offset == 0 and b"\x00" in chunk[:BINARY_SNIFF_BYTES]:
-                    raise DataFileError(_binary_message(path, role))
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError as error:
-                    raise DataFileError(
-                        _invalid_utf8_message(path, offset + error.start, chunk, error.start, role)
-                    ) from None
             offset += len(chunk)
-    if check_text:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise DataFileError(
-                f"The {role} file {str(path)!r} is not UTF-8 text: it ends in the middle of a character (byte "
-                f"{offset}). Convert it first, e.g. iconv -f latin1 -t utf-8 {path} > {path.with_suffix('')}.utf8"
-                f"{path.suffix}"
-            ) from None
     return {"path": str(path.resolve()), "bytes": offset, "sha256": digest.hexdigest()}
 
 

@@ -6,7 +6,6 @@ text, checks the options and writes the file."""
 from __future__ import annotations
 
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model_name_or_path, revision=args.revision, device=args.device,
                                                 trust_remote_code=args.trust_remote_code)
     check_page_size(model.config, len(text))
-    warn_about_unknown_characters(tokenizer, Counter(count_unknown_characters(tokenizer, [text])))
+    warn_about_unknown_characters(tokenizer, count_unknown_characters(tokenizer, [text]))
     acts = activations(model, text, tokenizer=tokenizer)
     page = render_report(acts, tokenizer, model_name=shown_model_name(args.model_name_or_path), config=model.config,
                          model_fingerprint=model_fingerprint(model))
