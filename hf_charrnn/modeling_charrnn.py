@@ -393,10 +393,20 @@ class CharRNNModel(CharRNNPreTrainedModel):
         output, new_state = self.rnn(vectors, self._to_rnn_state(state))
         return [output], self._from_rnn_state(new_state)
 
+    def decode_step(self, input_ids: torch.LongTensor, cache: CharRNNCache) -> torch.Tensor:
+        """One new token per row (`input_ids` of shape `(batch_size, 1)`), without gradients: advances `cache` in
+        place and returns the last layer's output, `(batch_size, 1, hidden_size)`. forward() computes the same for
+        such a call; generate() reaches this through the LM, which skips forward()'s argument handling and output
+        dataclass, as costly per token as the step's own products for a small model."""
+        outputs, state = self._step(self.embeddings(input_ids)[:, 0], cache.tensors, None)
+        cache.set_tensors(state)
+        cache.seen_tokens += 1
+        return outputs[0]
+
     def _step(self, vector, state, keep_row, per_layer: bool = False):
         """One token through every layer, far cheaper than a length-1 `nn.LSTM` call: without gradients, one matrix
         product per layer over [input, state] (`_fused_step_weights`); otherwise the cell kernels."""
-        cell_type, cell_function = self.config.cell_type, _CELL_FUNCTIONS[self.config.cell_type]
+        cell_type = self.config.cell_type
         fused = None if torch.is_grad_enabled() or _is_tracing() else self._fused_step_weights()
         layer_input, new_states = vector, []
         for layer, weights in enumerate(fused or self.rnn.all_weights):  # fused, or [w_ih, w_hh, b_ih, b_hh]
@@ -404,26 +414,32 @@ class CharRNNModel(CharRNNPreTrainedModel):
             if fused is not None:
                 layer_state = _fused_cell_step(cell_type, layer_input, layer_state, *weights)
             elif cell_type == "lstm":
-                layer_state = cell_function(layer_input, layer_state, *weights)
+                layer_state = _CELL_FUNCTIONS[cell_type](layer_input, layer_state, *weights)
             else:
-                layer_state = (cell_function(layer_input, layer_state[0], *weights),)
+                layer_state = (_CELL_FUNCTIONS[cell_type](layer_input, layer_state[0], *weights),)
             new_states.append(layer_state)
             layer_input = layer_state[0]
         new_state = tuple(torch.stack(parts) for parts in zip(*new_states))
         if keep_row is not None:  # a pad step: keep the state of those rows as it was
             new_state = tuple(torch.where(keep_row[None, :, None], new, old) for new, old in zip(new_state, state))
-        layers = range(self.config.num_layers) if per_layer else [-1]
-        return [new_state[0][layer].unsqueeze(1) for layer in layers], new_state
+        if per_layer:
+            return [new_state[0][layer].unsqueeze(1) for layer in range(len(new_states))], new_state
+        return [layer_input.unsqueeze(1) if keep_row is None else new_state[0][-1].unsqueeze(1)], new_state
 
     def _fused_step_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Per layer `([W_ih | W_hh]^T, b_ih + b_hh)`, rebuilt whenever a weight changes (training, loading, .to(): the
-        parameters' identity, storage and version counters tell); None for GRU, whose candidate gate needs two."""
+        """Per layer `([W_ih | W_hh]^T, b_ih + b_hh)`, an LSTM's gates reordered to input, forget, output, cell (the
+        three sigmoid gates side by side: one sigmoid call), rebuilt whenever a weight changes (training, loading,
+        .to(): the parameters' identity, storage and version counters tell); None for GRU, whose candidate gate needs
+        two products."""
         if self.config.cell_type == "gru":
             return None
         key = tuple((id(p), p.data_ptr(), p._version) for p in self.rnn._flat_weights)  # all_weights, flat: faster
         if getattr(self, "_fused_key", None) != key:
-            self._fused_key, self._fused = key, [(torch.cat([w_ih, w_hh], dim=1).t().contiguous(), b_ih + b_hh)
-                                                 for w_ih, w_hh, b_ih, b_hh in self.rnn.all_weights]
+            lstm = self.config.cell_type == "lstm"
+            order = _lstm_gates_sigmoids_first(self.config.hidden_size) if lstm else slice(None)
+            self._fused_key, self._fused = key, [
+                (torch.cat([w_ih[order], w_hh[order]], dim=1).t().contiguous(), (b_ih + b_hh)[order])
+                for w_ih, w_hh, b_ih, b_hh in self.rnn.all_weights]
         return self._fused
 
     def _layer_by_layer(self, vectors, state, mask):
@@ -499,14 +515,22 @@ def _current_step_mask(attention_mask, batch_size: int, length: int, device) -> 
     return None if not _is_tracing() and bool(mask.all()) else mask.to(device=device, dtype=torch.bool)
 
 
+def _lstm_gates_sigmoids_first(hidden_size: int) -> torch.Tensor:
+    """Row order that turns nn.LSTM's gate blocks (input, forget, cell, output) into input, forget, output, cell."""
+    blocks = torch.arange(4 * hidden_size).view(4, hidden_size)
+    return blocks[[0, 1, 3, 2]].flatten()
+
+
 def _fused_cell_step(cell_type: str, x, state, weight, bias):
-    """One step of an LSTM or tanh/ReLU RNN layer as one matrix product over [x, h], then the gates (as the kernels)."""
+    """One step of an LSTM or tanh/ReLU RNN layer as one matrix product over [x, h], then the gates (as the kernels;
+    an LSTM's in the order `_fused_step_weights` gives them, so one sigmoid call covers three gates)."""
     gates = torch.addmm(bias, torch.cat([x, state[0]], dim=1), weight)
     if cell_type != "lstm":
         return (torch.tanh(gates) if cell_type == "rnn_tanh" else torch.relu(gates),)
-    in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
-    cell = torch.sigmoid(forget_gate) * state[1] + torch.sigmoid(in_gate) * torch.tanh(candidate)
-    return torch.sigmoid(out_gate) * torch.tanh(cell), cell
+    sigmoid_gates, candidate = gates.split(3 * state[0].shape[1], dim=1)
+    in_gate, forget_gate, out_gate = torch.sigmoid(sigmoid_gates).chunk(3, dim=1)
+    cell = torch.addcmul(forget_gate * state[1], in_gate, torch.tanh(candidate))
+    return out_gate * torch.tanh(cell), cell
 
 
 def _is_tracing() -> bool:
@@ -548,6 +572,8 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
             "input_ids": input_ids[:, sliced]}
         state = cache if cache is not None else past_key_values  # generate()'s name for it before 5.24
         kwargs = {key: value for key, value in kwargs.items() if key not in ("labels", "position_ids")}
+        if not is_first_iteration and state is not None and next_sequence_length == 1:
+            attention_mask = None  # the mask of a generated token is 1 (generate() appends ones): nothing to skip
         return {**inputs, "cache": state, "attention_mask": attention_mask, **kwargs}
 
     if not STATE_IS_CALLED_CACHE:
@@ -581,11 +607,15 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         Other arguments are those of [`CharRNNModel.forward`]; extra keyword arguments (such as Trainer's
         `num_items_in_batch`) reach the loss.
         """
-        keep_last = logits_to_keep if isinstance(logits_to_keep, int) else 0
-        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
-                             inputs_embeds=inputs_embeds, use_cache=use_cache, hidden_states_to_keep=keep_last,
-                             output_hidden_states=output_hidden_states, output_attentions=output_attentions)
-        hidden = outputs.last_hidden_state
+        if self._is_plain_decoding_step(input_ids, inputs_embeds, attention_mask, cache, labels, use_cache,
+                                        output_hidden_states, output_attentions, logits_to_keep):
+            hidden, hidden_states = self.model.decode_step(input_ids, cache), None
+        else:
+            keep_last = logits_to_keep if isinstance(logits_to_keep, int) else 0
+            outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                                 inputs_embeds=inputs_embeds, use_cache=use_cache, hidden_states_to_keep=keep_last,
+                                 output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+            hidden, cache, hidden_states = outputs.last_hidden_state, outputs.cache, outputs.hidden_states
         if not isinstance(logits_to_keep, int):
             hidden = hidden[:, logits_to_keep]
         if self.output_projection is not None:
@@ -594,7 +624,24 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
-        return CharRNNCausalLMOutput(loss, logits, outputs.cache, outputs.hidden_states)  # positional: see the model
+        return CharRNNCausalLMOutput(loss, logits, cache, hidden_states)  # positional: see the model
+
+    def _is_plain_decoding_step(self, input_ids, inputs_embeds, attention_mask, cache, labels, use_cache,
+                                output_hidden_states, output_attentions, logits_to_keep) -> bool:
+        """Whether this call is generate()'s per-token step, which `CharRNNModel.decode_step` runs directly: one new
+        token per row continuing a cache, no gradients, padding, labels or extra outputs, and nothing attached to the
+        base model that calling it would run (torch hooks, or accelerate's, which replace its forward)."""
+        base = self.model
+        return (
+            input_ids is not None and inputs_embeds is None and attention_mask is None and labels is None
+            and not output_attentions
+            and isinstance(cache, CharRNNCache) and input_ids.dim() == 2 and input_ids.shape[1] == 1
+            and cache.batch_size == input_ids.shape[0] and isinstance(logits_to_keep, int)
+            and not (torch.is_grad_enabled() or self.training or _is_tracing())
+            and (self.config.use_cache if use_cache is None else use_cache)
+            and not (self.config.output_hidden_states if output_hidden_states is None else output_hidden_states)
+            and not (base._forward_hooks or base._forward_pre_hooks or "forward" in vars(base))
+        )
 
 
 __all__ = ["CharRNNCache", "CharRNNCausalLMOutput", "CharRNNForCausalLM", "CharRNNModel", "CharRNNModelOutput",

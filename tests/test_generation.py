@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
 from transformers import set_seed
 
 from conftest import tiny_model
+from hf_charrnn import CharRNNModel
 
 PROMPT = torch.tensor([[5, 9, 13, 7, 21, 4]])
 
@@ -43,6 +45,40 @@ def test_seeds_make_sampling_reproducible_and_different_seeds_differ():
         runs.setdefault(seed, []).append(model.generate(PROMPT, do_sample=True, max_new_tokens=40, temperature=2.0))
     assert torch.equal(runs[1][0], runs[1][1])
     assert not torch.equal(runs[1][0], runs[2][0])
+
+
+class CountingHook(ModelHook):
+    """An accelerate hook, as device placement and offloading attach to a module; it counts the calls it sees."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def pre_forward(self, module, *args, **kwargs):
+        self.calls += 1
+        return args, kwargs
+
+
+def test_decoding_steps_skip_the_base_models_forward_unless_something_is_attached_to_it(cell_type, monkeypatch):
+    """After the prompt, generate() runs each token through CharRNNModel.decode_step, without forward()'s argument
+    handling; an accelerate hook or a torch hook on the base model sends every step through forward() instead (so
+    the hook runs), with the same tokens."""
+    model, steps = tiny_model(cell_type=cell_type), []
+    decode_step = CharRNNModel.decode_step
+    monkeypatch.setattr(CharRNNModel, "decode_step", lambda self, *args: steps.append(1) or decode_step(self, *args))
+
+    def sample():
+        set_seed(3)
+        return model.generate(PROMPT, do_sample=True, max_new_tokens=10, min_new_tokens=10)
+
+    direct = sample()
+    assert len(steps) == 9  # the prompt goes through forward(), then one step per token but the last
+    hook = CountingHook()
+    add_hook_to_module(model.model, hook)
+    assert torch.equal(sample(), direct) and hook.calls == 10 and len(steps) == 9
+    remove_hook_from_module(model.model)
+    forwards = []
+    model.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
+    assert torch.equal(sample(), direct) and len(forwards) == 10 and len(steps) == 9
 
 
 @pytest.mark.parametrize("do_sample", [False, True])
