@@ -7,6 +7,7 @@ The scripts import it as a sibling module (`python scripts/bench_*.py` puts `scr
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 from torch import nn
@@ -16,6 +17,13 @@ from hf_charrnn.bptt_args import BPTTArguments
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def timed(action):
+    """`action()`'s result and the seconds it took."""
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
 
 
 def quiet_bptt_arguments(**options) -> BPTTArguments:

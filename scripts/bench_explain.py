@@ -27,15 +27,11 @@ from hf_charrnn.modeling_charrnn import CharRNNForCausalLM
 from hf_charrnn.shakespeare import load_shakespeare_play
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
+from bench_common import timed
+
 
 def chromium_path() -> str | None:
     return os.environ.get("HF_CHARRNN_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def timed(action):
-    started = time.perf_counter()
-    result = action()
-    return result, time.perf_counter() - started
 
 
 def wait_showing(page, what: str) -> float:

@@ -10,7 +10,6 @@ Prints JSON: seconds for each way, the ratio, and whether the tokens are identic
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -20,11 +19,7 @@ from hf_charrnn.configuration_charrnn import CharRNNConfig
 from hf_charrnn.modeling_charrnn import CharRNNForCausalLM
 from hf_charrnn.states import continue_from, load_state, prime, save_state
 
-
-def timed(action):
-    started = time.perf_counter()
-    result = action()
-    return result, time.perf_counter() - started
+from bench_common import timed
 
 
 def main() -> None:

@@ -9,9 +9,10 @@ import torch
 from torch.nn import functional as F
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
-from hf_charrnn.cli import main as hf_charrnn_command
 from hf_charrnn.scoring import score_texts
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tokenizer
+
+from conftest import hf_charrnn_in_process
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
 NAMES = ["Anna", "Bob", "Constantine Alexandrovich", "Di"]
@@ -91,30 +92,30 @@ def model_folder(tmp_path):
     return folder
 
 
-def run_command(argv, capsys) -> tuple[int, list[dict], str]:
-    code = hf_charrnn_command(argv)
-    captured = capsys.readouterr()
-    lines = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
-    return code, lines, captured.err
+def run_command(argv) -> tuple[int, list[dict], str]:
+    """`hf-charrnn ARGV` in this process: its exit code, the JSON lines it printed and its error output."""
+    done = hf_charrnn_in_process(*argv)
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")], done.stderr
 
 
-def test_a_file_scored_with_its_end_agrees_with_evaluate(model_folder, tmp_path, capsys):
+def test_a_file_scored_with_its_end_agrees_with_evaluate(model_folder, tmp_path):
     text_file = tmp_path / "text.txt"
     text_file.write_text(TEXT, encoding="utf-8")
-    code, (scored,), _ = run_command(["score", str(model_folder), "--text_file", str(text_file), "--with_end"], capsys)
+    code, (scored,), _ = run_command(["score", str(model_folder), "--text_file", str(text_file), "--with_end"])
     assert code == 0 and scored["text_file"] == str(text_file)
-    assert hf_charrnn_command(["evaluate", str(model_folder), "--text_file", str(text_file)]) == 0
-    evaluated = json.loads(capsys.readouterr().out)
+    evaluation = hf_charrnn_in_process("evaluate", model_folder, "--text_file", text_file)
+    assert evaluation.returncode == 0
+    evaluated = json.loads(evaluation.stdout)
     assert scored["characters"] == evaluated["characters"] and scored["tokens"] == evaluated["tokens"]
     assert -scored["log_probability"] == pytest.approx(evaluated["nats"], rel=1e-6)
     assert scored["bpc"] == pytest.approx(evaluated["bpc"], rel=1e-6)
 
 
-def test_per_line_scores_each_line_afresh_and_skips_empty_lines(model_folder, tmp_path, capsys):
+def test_per_line_scores_each_line_afresh_and_skips_empty_lines(model_folder, tmp_path):
     names_file = tmp_path / "names.txt"
     names_file.write_text(f"{NAMES[0]}\n\n{NAMES[1]}\n{NAMES[2]}\n", encoding="utf-8")
     code, lines, _ = run_command(["score", str(model_folder), "--text_file", str(names_file), "--per_line",
-                                  "--surprisal", "--batch_size", "2"], capsys)
+                                  "--surprisal", "--batch_size", "2"])
     assert code == 0
     assert [(line["line"], line["text"]) for line in lines] == [(1, NAMES[0]), (3, NAMES[1]), (4, NAMES[2])]
     model = CharRNNForCausalLM.from_pretrained(model_folder).eval()
@@ -123,17 +124,17 @@ def test_per_line_scores_each_line_afresh_and_skips_empty_lines(model_folder, tm
         assert len(line["surprisal"]) == len(line["text"])
 
 
-def test_text_from_the_command_line_and_standard_input(model_folder, capsys, monkeypatch):
+def test_text_from_the_command_line_and_standard_input(model_folder, monkeypatch):
     import io
 
-    code, (direct,), _ = run_command(["score", str(model_folder), "--text", NAMES[2]], capsys)
+    code, (direct,), _ = run_command(["score", str(model_folder), "--text", NAMES[2]])
     monkeypatch.setattr("sys.stdin", io.StringIO(NAMES[2]))
-    code_stdin, (piped,), _ = run_command(["score", str(model_folder), "--text", "-"], capsys)
+    code_stdin, (piped,), _ = run_command(["score", str(model_folder), "--text", "-"])
     assert code == code_stdin == 0
     assert direct["text"] == piped["text"] == NAMES[2] and direct["bits"] == piped["bits"]
 
 
-def test_mistakes_are_one_line_errors(model_folder, tmp_path, capsys):
+def test_mistakes_are_one_line_errors(model_folder, tmp_path):
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("café au lait\n".encode("latin-1"))
     cases = [
@@ -149,39 +150,38 @@ def test_mistakes_are_one_line_errors(model_folder, tmp_path, capsys):
     for name in ("a.txt", "b.txt"):
         (tmp_path / "two" / name).write_text("a text\n", encoding="utf-8")
     for extra, message in cases:
-        code, _, err = run_command(["score", str(model_folder), *extra], capsys)
+        code, _, err = run_command(["score", str(model_folder), *extra])
         assert code == 2, (extra, err)
         assert message in err and "Traceback" not in err, (extra, err)
 
 
-def test_unknown_characters_are_named_in_a_warning(model_folder, capsys):
-    code, (result,), err = run_command(["score", str(model_folder), "--text", "Zürich"], capsys)
+def test_unknown_characters_are_named_in_a_warning(model_folder):
+    code, (result,), err = run_command(["score", str(model_folder), "--text", "Zürich"])
     assert code == 0 and result["tokens"] == len("Zürich")
     assert "warning:" in err and "ü" in err
 
 
-def test_lines_are_scored_in_batches_as_they_are_read_and_written_to_a_file(model_folder, tmp_path, capsys,
-                                                                           monkeypatch):
+def test_lines_are_scored_in_batches_as_they_are_read_and_written_to_a_file(model_folder, tmp_path, monkeypatch):
     import hf_charrnn.cli.score as score_command
 
     monkeypatch.setattr(score_command, "LINES_PER_BATCH", 2)  # five lines: three batches
     names_file, output = tmp_path / "names.txt", tmp_path / "scores.jsonl"
     names_file.write_text("\n".join(NAMES + ["Eve"]) + "\n", encoding="utf-8")
     code, lines, _ = run_command(["score", str(model_folder), "--text_file", str(names_file), "--per_line",
-                                  "--output_file", str(output)], capsys)
+                                  "--output_file", str(output)])
     assert code == 0 and [line["line"] for line in lines] == [1, 2, 3, 4, 5]
     assert [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()] == lines
     alone = score_texts(CharRNNForCausalLM.from_pretrained(model_folder).eval(), CHAR_TOKENIZER, NAMES + ["Eve"])
     assert [line["bits"] for line in lines] == pytest.approx([result["bits"] for result in alone], rel=1e-5)
 
 
-def test_a_file_too_large_to_score_whole_points_to_evaluate_and_per_line(model_folder, tmp_path, capsys, monkeypatch):
+def test_a_file_too_large_to_score_whole_points_to_evaluate_and_per_line(model_folder, tmp_path, monkeypatch):
     import hf_charrnn.cli.score as score_command
 
     monkeypatch.setattr(score_command, "MAX_WHOLE_FILE_BYTES", 10)
     text_file = tmp_path / "big.txt"
     text_file.write_text(TEXT, encoding="utf-8")
-    code, _, err = run_command(["score", str(model_folder), "--text_file", str(text_file)], capsys)
+    code, _, err = run_command(["score", str(model_folder), "--text_file", str(text_file)])
     assert code == 2 and "hf-charrnn evaluate MODEL --text_file" in err and "--per_line" in err
-    code, lines, _ = run_command(["score", str(model_folder), "--text_file", str(text_file), "--per_line"], capsys)
+    code, lines, _ = run_command(["score", str(model_folder), "--text_file", str(text_file), "--per_line"])
     assert code == 0 and len(lines) == 2
