@@ -198,10 +198,15 @@ def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str 
     curve = summary.get("loss_curve") or LOSS_CURVE_FILE
     if isinstance(curve, str) and (folder / curve).is_file() and not Path(curve).is_absolute():
         files[Path(curve).as_posix()] = folder / curve
-    card = render_model_card(folder, repo_id, license=license,
-                             explain_report_url=explain_report_url(repo_id, revision) if explain_report else None)
-    files["README.md"] = str(card).encode("utf-8")
+    files["README.md"] = _card_bytes(folder, repo_id, license, explain_report is not None, revision)
     return files
+
+
+def _card_bytes(folder: Path, repo_id: str, license: str | None, links_explain_report: bool,
+                revision: str | None) -> bytes:
+    """The model card for `repo_id`, as uploaded (its usage snippets name the repo)."""
+    report_url = explain_report_url(repo_id, revision) if links_explain_report else None
+    return str(render_model_card(folder, repo_id, license=license, explain_report_url=report_url)).encode("utf-8")
 
 
 def push_output_dir(
@@ -235,9 +240,9 @@ def push_output_dir(
                            explain_report=explain_report, revision=revision)
     api = HfApi(token=token)
     user = _authenticated_user(api)
-    if "/" not in repo_id:
+    if "/" not in repo_id:  # the card's snippets name the repo: render it again for the user's namespace
         repo_id = f"{user['name']}/{repo_id}"
-        files = collect_upload(folder, repo_id, license=license, explain_report=explain_report, revision=revision)
+        files["README.md"] = _card_bytes(folder, repo_id, license, explain_report is not None, revision)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
     branch = revision or "main"
     if revision is not None and revision != "main":

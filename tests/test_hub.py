@@ -403,14 +403,16 @@ def test_push_command_links_an_explain_page_from_the_card_and_refuses_other_file
 
 @pytest.mark.slow
 def test_push_with_an_explain_page_uploads_it_beside_the_model(hub_python, hub_server, hub_repo_id, tmp_path):
+    """Pushed under a bare name, so the card (its snippets and the page's link) names the token's namespace."""
     folder = make_output_dir(tmp_path / "out")
     page = write_explain_page(folder, tmp_path / "page.html")
-    push(hub_python, folder, hub_repo_id, explain_report=str(page))
+    push(hub_python, folder, hub_repo_id.split("/")[1], explain_report=str(page))
     assert "explain.html" in hub_server.state.history(hub_repo_id)[0].payload["uploaded"]
     remote = hub_server.state.files(hub_repo_id)
     assert remote["explain.html"] == page.read_bytes()
     link = f"{hub_server.endpoint}/{hub_repo_id}/resolve/main/explain.html?download=true"
     assert f"[`explain.html`]({link})" in remote["README.md"].decode("utf-8")
+    assert f'repo_id = "{hub_repo_id}"' in remote["README.md"].decode("utf-8")
 
 
 @pytest.mark.slow
