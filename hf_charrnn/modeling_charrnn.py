@@ -427,19 +427,15 @@ class CharRNNModel(CharRNNPreTrainedModel):
         return [layer_input.unsqueeze(1) if keep_row is None else new_state[0][-1].unsqueeze(1)], new_state
 
     def _fused_step_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Per layer `([W_ih | W_hh]^T, b_ih + b_hh)`, an LSTM's gates reordered to input, forget, output, cell (the
-        three sigmoid gates side by side: one sigmoid call), rebuilt whenever a weight changes (training, loading,
-        .to(): the parameters' identity, storage and version counters tell); None for GRU, whose candidate gate needs
-        two products."""
+        """Per layer, the weights of `_fused_cell_step` (`_fused_layer_weights`), rebuilt whenever a weight changes
+        (training, loading, .to(): the parameters' identity, storage and version counters tell); None for GRU, whose
+        candidate gate needs two products."""
         if self.config.cell_type == "gru":
             return None
         key = tuple((id(p), p.data_ptr(), p._version) for p in self.rnn._flat_weights)  # all_weights, flat: faster
         if getattr(self, "_fused_key", None) != key:
-            lstm = self.config.cell_type == "lstm"
-            order = _lstm_gates_sigmoids_first(self.config.hidden_size) if lstm else slice(None)
-            self._fused_key, self._fused = key, [
-                (torch.cat([w_ih[order], w_hh[order]], dim=1).t().contiguous(), (b_ih + b_hh)[order])
-                for w_ih, w_hh, b_ih, b_hh in self.rnn.all_weights]
+            self._fused_key, self._fused = key, [_fused_layer_weights(self.config.cell_type, *weights)
+                                                 for weights in self.rnn.all_weights]
         return self._fused
 
     def _layer_by_layer(self, vectors, state, mask):
@@ -515,15 +511,19 @@ def _current_step_mask(attention_mask, batch_size: int, length: int, device) -> 
     return None if not _is_tracing() and bool(mask.all()) else mask.to(device=device, dtype=torch.bool)
 
 
-def _lstm_gates_sigmoids_first(hidden_size: int) -> torch.Tensor:
-    """Row order that turns nn.LSTM's gate blocks (input, forget, cell, output) into input, forget, output, cell."""
-    blocks = torch.arange(4 * hidden_size).view(4, hidden_size)
-    return blocks[[0, 1, 3, 2]].flatten()
+def _fused_layer_weights(cell_type: str, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor]:
+    """`([W_ih | W_hh]^T, b_ih + b_hh)`, so a step is one product over [x, h]; an LSTM's gate blocks (input, forget,
+    cell, output) reordered to input, forget, output, cell, so that one sigmoid call covers three gates."""
+    weight, bias = torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh
+    if cell_type == "lstm":
+        weight, bias = (torch.cat([blocks[0], blocks[1], blocks[3], blocks[2]]) for blocks in (weight.chunk(4),
+                                                                                                bias.chunk(4)))
+    return weight.t().contiguous(), bias
 
 
 def _fused_cell_step(cell_type: str, x, state, weight, bias):
     """One step of an LSTM or tanh/ReLU RNN layer as one matrix product over [x, h], then the gates (as the kernels;
-    an LSTM's in the order `_fused_step_weights` gives them, so one sigmoid call covers three gates)."""
+    an LSTM's in the order `_fused_layer_weights` gives them)."""
     gates = torch.addmm(bias, torch.cat([x, state[0]], dim=1), weight)
     if cell_type != "lstm":
         return (torch.tanh(gates) if cell_type == "rnn_tanh" else torch.relu(gates),)

@@ -56,16 +56,21 @@ def surprisal_colour(bits: float) -> tuple[int, int, int]:
     return _mix(SURPRISAL_RGB, min(bits / SURPRISAL_SCALE_BITS, 1.0))
 
 
+def _largest_magnitudes(states: torch.Tensor) -> torch.Tensor:
+    """Per unit, its largest absolute value in this text (never 0: values are divided by it)."""
+    return states.abs().amax(0).clamp_min(1e-12)
+
+
 def display_scale(cell_type: str, kind: str, states: torch.Tensor) -> torch.Tensor:
     """Per unit, the activation drawn at full colour (see the module docstring)."""
     if kind == "hidden" and cell_type in BOUNDED_HIDDEN:
         return torch.ones(states.shape[1])
-    return states.abs().amax(0).clamp_min(1e-12)
+    return _largest_magnitudes(states)
 
 
 def _packed_states(cell_type: str, layer: int, kind: str, states: torch.Tensor) -> dict:
     """One layer's states of one kind: int8 per unit and position (unit-major, so a unit is one slice), gzipped."""
-    largest = states.abs().amax(0).clamp_min(1e-12)
+    largest = _largest_magnitudes(states)
     quantised = torch.round(states / largest * QUANTISATION_LEVELS).to(torch.int8).T.contiguous()
     packed = gzip.compress(quantised.numpy().tobytes(), compresslevel=6, mtime=0)
     return {"layer": layer, "kind": kind, "units": states.shape[1],
