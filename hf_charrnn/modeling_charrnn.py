@@ -406,7 +406,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
     def _step(self, vector, state, keep_row, per_layer: bool = False):
         """One token through every layer, far cheaper than a length-1 `nn.LSTM` call: without gradients, one matrix
         product per layer over [input, state] (`_fused_step_weights`); otherwise the cell kernels."""
-        cell_type = self.config.cell_type
+        cell_type, cell_function = self.config.cell_type, _CELL_FUNCTIONS[self.config.cell_type]
         fused = None if torch.is_grad_enabled() or _is_tracing() else self._fused_step_weights()
         layer_input, new_states = vector, []
         for layer, weights in enumerate(fused or self.rnn.all_weights):  # fused, or [w_ih, w_hh, b_ih, b_hh]
@@ -414,17 +414,16 @@ class CharRNNModel(CharRNNPreTrainedModel):
             if fused is not None:
                 layer_state = _fused_cell_step(cell_type, layer_input, layer_state, *weights)
             elif cell_type == "lstm":
-                layer_state = _CELL_FUNCTIONS[cell_type](layer_input, layer_state, *weights)
+                layer_state = cell_function(layer_input, layer_state, *weights)
             else:
-                layer_state = (_CELL_FUNCTIONS[cell_type](layer_input, layer_state[0], *weights),)
+                layer_state = (cell_function(layer_input, layer_state[0], *weights),)
             new_states.append(layer_state)
             layer_input = layer_state[0]
         new_state = tuple(torch.stack(parts) for parts in zip(*new_states))
         if keep_row is not None:  # a pad step: keep the state of those rows as it was
             new_state = tuple(torch.where(keep_row[None, :, None], new, old) for new, old in zip(new_state, state))
-        if per_layer:
-            return [new_state[0][layer].unsqueeze(1) for layer in range(len(new_states))], new_state
-        return [layer_input.unsqueeze(1) if keep_row is None else new_state[0][-1].unsqueeze(1)], new_state
+        layers = range(self.config.num_layers) if per_layer else [-1]
+        return [new_state[0][layer].unsqueeze(1) for layer in layers], new_state
 
     def _fused_step_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Per layer, the weights of `_fused_cell_step` (`_fused_layer_weights`), rebuilt whenever a weight changes
