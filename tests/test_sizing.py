@@ -25,7 +25,7 @@ def parameters(shape, vocab_size=60) -> int:
 
 
 def test_short_budgets_take_small_fast_batches():
-    assert batch_and_learning_rate(10) == {"batch_size": 16, "learning_rate": 5e-3}
+    assert batch_and_learning_rate(10) == {"batch_size": 16, "learning_rate": 8e-3}
     assert batch_and_learning_rate(SHORT_BUDGET_MINUTES + 1) == {"batch_size": 64, "learning_rate": 2e-3}
 
 
@@ -57,7 +57,7 @@ def test_given_options_win():
     assert sized.reason == "the model size was given"
     sized = size_for_budget(10, 600, ModelArguments(model_name_or_path="some/model"), None, None, 60, 10**6, 64)
     assert sized.hidden_size is None and sized.reason == "fine-tuning keeps the model's shape"
-    assert (sized.batch_size, sized.learning_rate) == (16, 5e-3)
+    assert (sized.batch_size, sized.learning_rate) == (16, 8e-3)
 
 
 @pytest.mark.parametrize("arguments, batch_name", [(CharRNNTrainingArguments, "per_device_train_batch_size"),
