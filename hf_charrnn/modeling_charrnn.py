@@ -11,11 +11,12 @@ dataclasses name their state field as the installed release expects, and `output
 
 Execution paths that give the same numbers: whole sequences without padding run through the fused cuDNN/oneDNN
 kernels; with padding, pad steps are skipped exactly (valid tokens packed; a pad position repeats the last valid
-output); a single-token decoding step is one matrix product per layer over [input, state] without gradients (the cell
-kernels with them), several times faster than a one-step `nn.LSTM` call; `output_hidden_states=True` runs the stack
-one layer at a time. Without gradients, long inputs go in chunks (bounded memory for any prompt); under torch.export /
-torch.compile the data-dependent checks step aside. This file only imports `.configuration_charrnn`, so it runs as
-remote code next to a checkpoint (`trust_remote_code=True`) where hf_charrnn is not installed.
+output); a single-token decoding step is one matrix product per layer over [input, state] without gradients (the
+first layer's over the state alone, its input term looked up per token id; the cell kernels with gradients), several
+times faster than a one-step `nn.LSTM` call; `output_hidden_states=True` runs the stack one layer at a time. Without
+gradients, long inputs go in chunks (bounded memory for any prompt); under torch.export / torch.compile the
+data-dependent checks step aside. This file only imports `.configuration_charrnn`, so it runs as remote code next to
+a checkpoint (`trust_remote_code=True`) where hf_charrnn is not installed.
 """
 
 import functools
@@ -398,25 +399,31 @@ class CharRNNModel(CharRNNPreTrainedModel):
         place and returns the last layer's output, `(batch_size, 1, hidden_size)`. forward() computes the same for
         such a call; generate() reaches this through the LM, which skips forward()'s argument handling and output
         dataclass, as costly per token as the step's own products for a small model."""
-        outputs, state = self._step(self.embeddings(input_ids)[:, 0], cache.tensors, None)
+        outputs, state = self._step(input_ids[:, 0], cache.tensors, None)
         cache.set_tensors(state)
         cache.seen_tokens += 1
         return outputs[0]
 
-    def _step(self, vector, state, keep_row, per_layer: bool = False):
+    def _step(self, inputs, state, keep_row, per_layer: bool = False):
         """One token through every layer, far cheaper than a length-1 `nn.LSTM` call: without gradients, one matrix
-        product per layer over [input, state] (`_fused_step_weights`); otherwise the cell kernels."""
-        cell_type, cell_function = self.config.cell_type, _CELL_FUNCTIONS[self.config.cell_type]
+        product per layer over [input, state] (`_FusedStepWeights`), or over the state alone where `inputs` are token
+        ids and the first layer's input terms are tabulated; otherwise the cell kernels. `inputs`: `(batch_size,)`
+        token ids or `(batch_size, input_size)` vectors."""
+        cell_type = self.config.cell_type
         fused = None if torch.is_grad_enabled() or _is_tracing() else self._fused_step_weights()
-        layer_input, new_states = vector, []
-        for layer, weights in enumerate(fused or self.rnn.all_weights):  # fused, or [w_ih, w_hh, b_ih, b_hh]
+        input_terms = None if inputs.is_floating_point() or fused is None or not _runs_as_built(
+            self.embeddings) else fused.input_terms
+        layer_input = self.embeddings(inputs) if not inputs.is_floating_point() and input_terms is None else inputs
+        new_states = []
+        for layer, weights in enumerate(fused.layers if fused is not None else self.rnn.all_weights):
             layer_state = tuple(t[layer] for t in state)
-            if fused is not None:
-                layer_state = _fused_cell_step(cell_type, layer_input, layer_state, *weights)
-            elif cell_type == "lstm":
-                layer_state = cell_function(layer_input, layer_state, *weights)
+            if fused is None:  # weights: [w_ih, w_hh, b_ih, b_hh]
+                layer_state = _cell_kernel_step(cell_type, layer_input, layer_state, weights)
+            elif layer == 0 and input_terms is not None:
+                gates = torch.addmm(input_terms.index_select(0, inputs), layer_state[0], fused.first_state_weight)
+                layer_state = _state_from_gates(cell_type, gates, layer_state)
             else:
-                layer_state = (cell_function(layer_input, layer_state[0], *weights),)
+                layer_state = _fused_cell_step(cell_type, layer_input, layer_state, *weights)
             new_states.append(layer_state)
             layer_input = layer_state[0]
         new_state = tuple(torch.stack(parts) for parts in zip(*new_states))
@@ -425,16 +432,16 @@ class CharRNNModel(CharRNNPreTrainedModel):
         layers = range(self.config.num_layers) if per_layer else [-1]
         return [new_state[0][layer].unsqueeze(1) for layer in layers], new_state
 
-    def _fused_step_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Per layer, the weights of `_fused_cell_step` (`_fused_layer_weights`), rebuilt whenever a weight changes
-        (training, loading, .to(): the parameters' identity, storage and version counters tell); None for GRU, whose
-        candidate gate needs two products."""
+    def _fused_step_weights(self) -> "_FusedStepWeights | None":
+        """The weights of `_fused_cell_step` (`_FusedStepWeights`), rebuilt whenever a weight changes (training,
+        loading, .to(): the parameters' identity, storage and version counters tell); None for GRU, whose candidate
+        gate needs two products."""
         if self.config.cell_type == "gru":
             return None
-        key = tuple((id(p), p.data_ptr(), p._version) for p in self.rnn._flat_weights)  # all_weights, flat: faster
+        parameters = (*self.rnn._flat_weights, *self.embeddings._parameters.values())  # all_weights, flat: faster
+        key = (id(self.embeddings), *((id(p), p.data_ptr(), p._version) for p in parameters))
         if getattr(self, "_fused_key", None) != key:
-            self._fused_key, self._fused = key, [_fused_layer_weights(self.config.cell_type, *weights)
-                                                 for weights in self.rnn.all_weights]
+            self._fused_key, self._fused = key, _FusedStepWeights.prepare(self)
         return self._fused
 
     def _layer_by_layer(self, vectors, state, mask):
@@ -510,6 +517,35 @@ def _current_step_mask(attention_mask, batch_size: int, length: int, device) -> 
     return None if not _is_tracing() and bool(mask.all()) else mask.to(device=device, dtype=torch.bool)
 
 
+@dataclass
+class _FusedStepWeights:
+    """What a step without gradients multiplies by, prepared once from the module's weights.
+
+    `layers`: per layer, `([W_ih | W_hh]^T, b_ih + b_hh)` (`_fused_layer_weights`), so a step is one product over
+    [x, h]. `input_terms`: the first layer's input term for every token id, `encoding(id) @ W_ih^T + b_ih + b_hh`,
+    `(vocab_size, gate_width)`, with `first_state_weight` (`W_hh^T`, in the same gate order): a step from token ids
+    then multiplies only the state, and the encoding's and the input weights' products are gone. Tabulated only when
+    the table is no larger than the layer's fused weight (the vocabulary no wider than input and state together), as
+    it is for character vocabularies; None otherwise."""
+
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
+    input_terms: torch.Tensor | None = None
+    first_state_weight: torch.Tensor | None = None
+
+    @classmethod
+    def prepare(cls, model: "CharRNNModel") -> "_FusedStepWeights":
+        cell_type, config = model.config.cell_type, model.config
+        layers = [_fused_layer_weights(cell_type, *weights) for weights in model.rnn.all_weights]
+        weight, bias = layers[0]
+        if config.vocab_size > weight.shape[0]:
+            return cls(layers)
+        if type(model.embeddings) not in (nn.Embedding, OneHotEncoding):  # another encoding (a LoRA adapter) is called
+            return cls(layers)
+        input_weight, state_weight = weight.split_with_sizes([config.input_size, config.hidden_size])
+        encoding = model.embeddings.weight.to(weight.dtype)  # one-hot: the identity
+        return cls(layers, torch.addmm(bias, encoding, input_weight), state_weight)
+
+
 def _fused_layer_weights(cell_type: str, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.Tensor, torch.Tensor]:
     """`([W_ih | W_hh]^T, b_ih + b_hh)`, so a step is one product over [x, h]; an LSTM's gate blocks (input, forget,
     cell, output) reordered to input, forget, output, cell, so that one sigmoid call covers three gates."""
@@ -521,15 +557,31 @@ def _fused_layer_weights(cell_type: str, w_ih, w_hh, b_ih, b_hh) -> tuple[torch.
 
 
 def _fused_cell_step(cell_type: str, x, state, weight, bias):
-    """One step of an LSTM or tanh/ReLU RNN layer as one matrix product over [x, h], then the gates (as the kernels;
-    an LSTM's in the order `_fused_layer_weights` gives them)."""
-    gates = torch.addmm(bias, torch.cat([x, state[0]], dim=1), weight)
+    """One step of an LSTM or tanh/ReLU RNN layer as one matrix product over [x, h], then the gates."""
+    return _state_from_gates(cell_type, torch.addmm(bias, torch.cat([x, state[0]], dim=1), weight), state)
+
+
+def _state_from_gates(cell_type: str, gates, state):
+    """A layer's new state from its gate pre-activations (an LSTM's in the order `_fused_layer_weights` gives them)."""
     if cell_type != "lstm":
         return (torch.tanh(gates) if cell_type == "rnn_tanh" else torch.relu(gates),)
-    sigmoid_gates, candidate = gates.split(3 * state[0].shape[1], dim=1)
+    sigmoid_gates, candidate = gates.split_with_sizes([3 * state[0].shape[1], state[0].shape[1]], dim=1)
     in_gate, forget_gate, out_gate = torch.sigmoid(sigmoid_gates).chunk(3, dim=1)
     cell = torch.addcmul(forget_gate * state[1], in_gate, torch.tanh(candidate))
     return out_gate * torch.tanh(cell), cell
+
+
+def _cell_kernel_step(cell_type: str, x, state, weights):
+    """One step of a layer with torch's cell kernel (`weights`: `[w_ih, w_hh, b_ih, b_hh]`), which autograd knows."""
+    if cell_type == "lstm":
+        return _CELL_FUNCTIONS[cell_type](x, state, *weights)
+    return (_CELL_FUNCTIONS[cell_type](x, state[0], *weights),)
+
+
+def _runs_as_built(module: nn.Module) -> bool:
+    """Whether calling `module` runs only its own forward(): no torch hooks, and no accelerate hook (which replaces
+    forward). A shortcut that computes a module's output without calling it is only taken when this holds."""
+    return not (module._forward_hooks or module._forward_pre_hooks or "forward" in vars(module))
 
 
 def _is_tracing() -> bool:
@@ -639,7 +691,7 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
             and not (torch.is_grad_enabled() or self.training or _is_tracing())
             and (self.config.use_cache if use_cache is None else use_cache)
             and not (self.config.output_hidden_states if output_hidden_states is None else output_hidden_states)
-            and not (base._forward_hooks or base._forward_pre_hooks or "forward" in vars(base))
+            and _runs_as_built(base)
         )
 
 

@@ -1,17 +1,19 @@
 """Characters per second of model.generate() against a stateful nn.LSTM loop and the re-run-the-window tutorial loop.
 
-    python scripts/bench_generate.py [--lengths 1000 4000] [--device cuda]
+    python scripts/bench_generate.py [--lengths 1000 4000] [--repeats 5] [--device cuda]
 
 Four ways to sample N characters from the same 2-layer LSTM weights, batch 1, on the current device:
-(a) `model.generate(do_sample=True)`, which carries a `CharRNNCache` and steps with the cell kernels;
+(a) `model.generate(do_sample=True)`, which carries a `CharRNNCache` and takes the model's fused decoding step;
 (b) a hand-written stateful loop calling a plain `nn.LSTM` one token at a time (what a careful user writes);
 (c) the classic tutorial loop that re-runs the last `window` characters from a zero state for every new character;
 (d) the limit: a plain-torch loop doing only the unavoidable work per token (one matrix-vector product per layer over
     the concatenated input and state, the gates, the output layer, sampling), with weights prepared beforehand.
-`generate_vs_fused_step_limit` is (a)'s speed over (d)'s.
+`generate_vs_fused_step_limit` is (a)'s speed over (d)'s, the median over rounds that run them back to back (the
+machine's pace drifts between rounds; `..._per_round` lists them all).
 """
 
 import json
+import statistics
 import time
 
 import torch
@@ -87,24 +89,32 @@ def sample_fused_step_limit(modules, prompt: torch.Tensor, num_chars: int) -> to
     return torch.cat(tokens, dim=1)
 
 
-def best_seconds(samplers: dict, num_chars: int, repeats: int) -> dict[str, float]:
-    """Best of `repeats` timed runs of each sampler, the samplers taking turns within each round, so that a slow
-    spell of the machine falls on all of them rather than on one."""
-    best = dict.fromkeys(samplers, float("inf"))
-    for _ in range(repeats):
+def timed_rounds(samplers: dict, num_chars: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds of `repeats` timed runs of each sampler (of `rounds`, where given), the samplers taking turns within
+    each round, so that a slow spell of the machine falls on all of them rather than on one."""
+    seconds = {name: [] for name in samplers}
+    for round_index in range(repeats):
         for name, (sampler, args, rounds) in samplers.items():
-            if rounds is not None and _ >= rounds:
+            if rounds is not None and round_index >= rounds:
                 continue
             start = time.perf_counter()
             tokens = sampler(*args, num_chars)
-            best[name] = min(best[name], time.perf_counter() - start)
+            seconds[name].append(time.perf_counter() - start)
             assert tokens.shape[1] >= num_chars, f"{name} stopped early"
-    return best
+    return seconds
+
+
+def paired_speed_ratio(seconds: dict[str, list[float]], name: str, reference: str) -> float:
+    """How fast `name` runs against `reference`: the median, over the rounds both ran in, of the reference's time over
+    its time. Each round runs the two back to back, so the machine's pace, which drifts by tens of percent over a
+    benchmark on a shared machine, cancels out; a ratio of best times would pair a fast spell with a slow one."""
+    return statistics.median(ref / own for own, ref in zip(seconds[name], seconds[reference]))
 
 
 def run_generation_benchmark(lengths=(1000, 4000), hidden_size=512, num_layers=2, vocab_size=100,
                              window=100, repeats=3, device="cpu") -> dict:
-    """Measure (a), (b), (c) for each length; returns the figures and the ratios the targets are stated in."""
+    """Measure (a), (b), (c), (d) for each length; returns the figures (chars/s from each sampler's best run) and the
+    ratios the targets are stated in (paired, `paired_speed_ratio`; against the one run of (c), best over best)."""
     torch.manual_seed(0)
     config = CharRNNConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_layers=num_layers, eos_token_id=None)
     model = CharRNNForCausalLM(config).to(device).eval()
@@ -115,26 +125,26 @@ def run_generation_benchmark(lengths=(1000, 4000), hidden_size=512, num_layers=2
     sample_fused_step_limit(modules, prompt, 20)
 
     results = {"device": device, "model": f"{num_layers}x{hidden_size} LSTM, vocab {vocab_size}", "batch_size": 1,
-               "threads": torch.get_num_threads(), "lengths": {}}
+               "threads": torch.get_num_threads(), "repeats": repeats, "lengths": {}}
     for length in lengths:
-        seconds = best_seconds({
+        seconds = timed_rounds({
             "generate": (sample_with_generate, (model, prompt), None),
             "stateful": (sample_stateful_nn_lstm, (modules, prompt), None),
             "limit": (sample_fused_step_limit, (modules, prompt), None),
             "window": (sample_rerunning_window, (modules, prompt), 1),  # slow, and far behind: one run
         }, length, repeats)
-        generate_seconds = seconds["generate"]
-        generate_rate, stateful_rate, limit_rate, window_rate = (
-            length / seconds[name] for name in ("generate", "stateful", "limit", "window"))
+        rate = {name: length / min(times) for name, times in seconds.items()}
         results["lengths"][str(length)] = {
-            "generate_chars_per_s": round(generate_rate, 1),
-            "generate_seconds": round(generate_seconds, 3),
-            "stateful_nn_lstm_chars_per_s": round(stateful_rate, 1),
-            "rerun_window_chars_per_s": round(window_rate, 1),
-            "fused_step_limit_chars_per_s": round(limit_rate, 1),
-            "generate_vs_stateful_nn_lstm": round(generate_rate / stateful_rate, 2),
-            "generate_vs_rerun_window": round(generate_rate / window_rate, 2),
-            "generate_vs_fused_step_limit": round(generate_rate / limit_rate, 2),
+            "generate_chars_per_s": round(rate["generate"], 1),
+            "generate_seconds": round(min(seconds["generate"]), 3),
+            "stateful_nn_lstm_chars_per_s": round(rate["stateful"], 1),
+            "rerun_window_chars_per_s": round(rate["window"], 1),
+            "fused_step_limit_chars_per_s": round(rate["limit"], 1),
+            "generate_vs_stateful_nn_lstm": round(paired_speed_ratio(seconds, "generate", "stateful"), 2),
+            "generate_vs_rerun_window": round(rate["generate"] / rate["window"], 2),
+            "generate_vs_fused_step_limit": round(paired_speed_ratio(seconds, "generate", "limit"), 2),
+            "generate_vs_fused_step_limit_per_round": [round(limit / own, 2) for own, limit in
+                                                       zip(seconds["generate"], seconds["limit"])],
         }
     if len(lengths) >= 2:
         short, long = (results["lengths"][str(n)]["generate_seconds"] for n in (lengths[0], lengths[-1]))
@@ -149,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lengths", type=int, nargs="+", default=[1000, 4000])
     parser.add_argument("--hidden_size", type=int, default=512)
     parser.add_argument("--num_layers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure; the best is kept")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed rounds per length: chars/s from each sampler's best, ratios the median of the rounds")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     results = run_generation_benchmark(lengths=tuple(args.lengths), hidden_size=args.hidden_size,

@@ -8,6 +8,7 @@ tiny models and budgets and check the JSON they print.
 import importlib.util
 import json
 import math
+import statistics
 import subprocess
 import sys
 import time
@@ -257,10 +258,19 @@ def test_the_fused_step_limit_samples_what_a_stateful_nn_lstm_samples():
 
 
 def test_the_generation_benchmark_reports_every_ratio():
-    results = bench_generate.run_generation_benchmark(lengths=(10, 20), hidden_size=16, repeats=1, window=8)
+    results = bench_generate.run_generation_benchmark(lengths=(10, 20), hidden_size=16, repeats=3, window=8)
     figures = results["lengths"]["20"]
+    per_round = figures.pop("generate_vs_fused_step_limit_per_round")
     assert {"generate_vs_stateful_nn_lstm", "generate_vs_rerun_window", "generate_vs_fused_step_limit"} <= set(figures)
     assert all(value > 0 for value in figures.values())
+    assert len(per_round) == 3 and figures["generate_vs_fused_step_limit"] == statistics.median(per_round)
+
+
+def test_speed_ratios_pair_the_runs_of_each_round():
+    """A slow spell in round 2 slows both samplers; pairing by round cancels it where best over best would not."""
+    seconds = {"generate": [1.0, 2.0, 1.2], "limit": [0.8, 1.6, 0.6]}
+    assert bench_generate.paired_speed_ratio(seconds, "generate", "limit") == pytest.approx(0.8)  # of 0.8, 0.8, 0.5
+    assert min(seconds["limit"]) / min(seconds["generate"]) == pytest.approx(0.6)
 
 
 def test_bench_data_writes_the_corpus_it_says_and_times_both_encodings(tmp_path):

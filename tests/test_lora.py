@@ -21,7 +21,7 @@ def blocks(tokenizer, length=32):
 
 def test_lora_on_the_input_and_output_layers_trains_saves_and_reloads(tmp_path):
     tokenizer = build_char_tokenizer([TEXT])
-    base = tiny_model(vocab_size=len(tokenizer))
+    base = tiny_model(vocab_size=len(tokenizer), hidden_size=32)  # a vocabulary the fast step would tabulate
     base.save_pretrained(tmp_path / "base")
     frozen = {name: parameter.clone() for name, parameter in base.named_parameters()}
     model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))
@@ -48,6 +48,13 @@ def test_lora_on_the_input_and_output_layers_trains_saves_and_reloads(tmp_path):
     model.eval()
     with torch.no_grad():
         trained = model(input_ids=ids).logits
+        # Decoding steps call the adapted embedding rather than tabulating the frozen one (the model's fast step).
+        cache, steps = None, []
+        for position in range(ids.shape[1]):
+            output = model(input_ids=ids[:, position : position + 1], cache=cache, use_cache=True)
+            cache = output.cache
+            steps.append(output.logits)
+        torch.testing.assert_close(torch.cat(steps, dim=1), trained, rtol=1e-5, atol=1e-5)
         reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tmp_path / "base"),
                                              tmp_path / "adapter").eval()
         torch.testing.assert_close(reloaded(input_ids=ids).logits, trained, rtol=0, atol=0)

@@ -64,15 +64,36 @@ def test_single_token_steps_match_the_sequence_kernel(cell_type, grad):
     assert cache.get_seq_length() == 9
 
 
+@pytest.mark.parametrize("overrides", [{}, dict(input_encoding="one_hot"), dict(vocab_size=40)],
+                         ids=["embedding", "one-hot", "vocabulary-wider-than-the-layer"])
+def test_decoding_steps_from_token_ids_match_the_sequence_kernel(cell_type, overrides):
+    """Without gradients, a step from token ids starts the first layer from a row of its tabulated input terms when
+    the table is no larger than the layer's fused weight (the vocabulary no wider than input and state together),
+    and from the encoded vector otherwise: the same function either way."""
+    model = tiny_model(cell_type=cell_type, **overrides)
+    input_ids = torch.randint(0, model.config.vocab_size, (3, 7))
+    with torch.no_grad():
+        steps = one_token_at_a_time(model, input_ids)[0]
+        fused = model.model._fused_step_weights()
+        assert torch.allclose(steps, model(input_ids).logits, atol=1e-5)
+    tabulated = fused is not None and fused.input_terms is not None
+    assert tabulated == (cell_type != "gru" and "vocab_size" not in overrides)
+    model.model.embeddings.register_forward_hook(lambda module, args, output: output * 2)  # then it is called
+    with torch.no_grad():
+        torch.testing.assert_close(one_token_at_a_time(model, input_ids)[0], model(input_ids).logits, rtol=0,
+                                   atol=1e-5)
+
+
 def test_the_fused_step_follows_every_change_of_the_weights(cell_type):
     """Its prepared weights are rebuilt after an in-place update (an optimizer step), a load and a dtype change."""
     model, other = tiny_model(cell_type=cell_type), tiny_model(seed=1, cell_type=cell_type)
     input_ids = torch.randint(0, 24, (2, 6))
     with torch.no_grad():
         one_token_at_a_time(model, input_ids)  # prepares the fused weights
-        for parameter in model.model.rnn.parameters():
-            parameter.mul_(0.5)  # in place, as an optimizer step
-        assert torch.allclose(one_token_at_a_time(model, input_ids)[0], model(input_ids).logits, atol=1e-5)
+        for module in (model.model.rnn, model.model.embeddings):  # the first layer's input terms fold in both
+            for parameter in module.parameters():
+                parameter.mul_(0.5)  # in place, as an optimizer step
+            assert torch.allclose(one_token_at_a_time(model, input_ids)[0], model(input_ids).logits, atol=1e-5)
         model.load_state_dict(other.state_dict())
         assert torch.allclose(one_token_at_a_time(model, input_ids)[0], other(input_ids).logits, atol=1e-5)
         model.to(torch.float64)
