@@ -411,9 +411,10 @@ class CharRNNModel(CharRNNPreTrainedModel):
         token ids or `(batch_size, input_size)` vectors."""
         cell_type = self.config.cell_type
         fused = None if torch.is_grad_enabled() or _is_tracing() else self._fused_step_weights()
-        input_terms = None if inputs.is_floating_point() or fused is None or not _runs_as_built(
-            self.embeddings) else fused.input_terms
-        layer_input = self.embeddings(inputs) if not inputs.is_floating_point() and input_terms is None else inputs
+        token_ids = not inputs.is_floating_point()
+        tabulate = token_ids and fused is not None and _runs_as_built(self.embeddings)
+        input_terms = fused.input_terms if tabulate else None
+        layer_input = self.embeddings(inputs) if token_ids and input_terms is None else inputs
         new_states = []
         for layer, weights in enumerate(fused.layers if fused is not None else self.rnn.all_weights):
             layer_state = tuple(t[layer] for t in state)
@@ -537,9 +538,8 @@ class _FusedStepWeights:
         cell_type, config = model.config.cell_type, model.config
         layers = [_fused_layer_weights(cell_type, *weights) for weights in model.rnn.all_weights]
         weight, bias = layers[0]
-        if config.vocab_size > weight.shape[0]:
-            return cls(layers)
-        if type(model.embeddings) not in (nn.Embedding, OneHotEncoding):  # another encoding (a LoRA adapter) is called
+        plain_encoding = type(model.embeddings) in (nn.Embedding, OneHotEncoding)  # another (a LoRA adapter) is called
+        if config.vocab_size > weight.shape[0] or not plain_encoding:
             return cls(layers)
         input_weight, state_weight = weight.split_with_sizes([config.input_size, config.hidden_size])
         encoding = model.embeddings.weight.to(weight.dtype)  # one-hot: the identity

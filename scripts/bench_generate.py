@@ -104,11 +104,16 @@ def timed_rounds(samplers: dict, num_chars: int, repeats: int) -> dict[str, list
     return seconds
 
 
+def round_speed_ratios(seconds: dict[str, list[float]], name: str, reference: str) -> list[float]:
+    """How fast `name` ran against `reference` in each round both ran in: the reference's time over its time."""
+    return [ref / own for own, ref in zip(seconds[name], seconds[reference])]
+
+
 def paired_speed_ratio(seconds: dict[str, list[float]], name: str, reference: str) -> float:
-    """How fast `name` runs against `reference`: the median, over the rounds both ran in, of the reference's time over
-    its time. Each round runs the two back to back, so the machine's pace, which drifts by tens of percent over a
-    benchmark on a shared machine, cancels out; a ratio of best times would pair a fast spell with a slow one."""
-    return statistics.median(ref / own for own, ref in zip(seconds[name], seconds[reference]))
+    """The median of `round_speed_ratios`. Each round runs the two back to back, so the machine's pace, which drifts
+    by tens of percent over a benchmark on a shared machine, cancels out; a ratio of best times would pair a fast
+    spell with a slow one."""
+    return statistics.median(round_speed_ratios(seconds, name, reference))
 
 
 def run_generation_benchmark(lengths=(1000, 4000), hidden_size=512, num_layers=2, vocab_size=100,
@@ -143,8 +148,8 @@ def run_generation_benchmark(lengths=(1000, 4000), hidden_size=512, num_layers=2
             "generate_vs_stateful_nn_lstm": round(paired_speed_ratio(seconds, "generate", "stateful"), 2),
             "generate_vs_rerun_window": round(rate["generate"] / rate["window"], 2),
             "generate_vs_fused_step_limit": round(paired_speed_ratio(seconds, "generate", "limit"), 2),
-            "generate_vs_fused_step_limit_per_round": [round(limit / own, 2) for own, limit in
-                                                       zip(seconds["generate"], seconds["limit"])],
+            "generate_vs_fused_step_limit_per_round": [
+                round(ratio, 2) for ratio in round_speed_ratios(seconds, "generate", "limit")],
         }
     if len(lengths) >= 2:
         short, long = (results["lengths"][str(n)]["generate_seconds"] for n in (lengths[0], lengths[-1]))
