@@ -244,8 +244,10 @@ def test_nan_loss_stops_naming_the_step_without_saving_after_it(tmp_path):
         return output * float("nan") if calls["n"] >= 4 else output
 
     model.lm_head.register_forward_hook(poison)
+    # fp32 decided, not measured: on a CPU with bf16 instructions the measurement's forward passes (of a copy of the
+    # model, hook and counter included) would be counted
     with pytest.raises(TrainingDivergedError, match="step 4") as error:
-        run(tmp_path / "run", model=model, max_steps=10, save_steps=2)
+        run(tmp_path / "run", model=model, max_steps=10, save_steps=2, mixed_precision="no")
     assert error.value.step == 4
     assert Path(error.value.last_checkpoint).name == "checkpoint-2"
     assert [p.name for p in complete_checkpoints(tmp_path / "run", BPTT_STATE_FILE)] == ["checkpoint-2"]
