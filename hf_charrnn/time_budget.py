@@ -40,9 +40,11 @@ PACE_FROM_STEP, REPLAN_SHARE = 10, 0.15
 """The plan is checked against the pace of the real steps from this session's `PACE_FROM_STEP`-th (the first ones
 pay for start-up) once `REPLAN_SHARE` of the planned steps are done (at least 50 more), before the first
 evaluation (at 1 / `EVALUATIONS` of them) would count in the pace."""
-EXTENSION_LIMIT = 1.5
+EXTENSION_LIMIT = 2.0
 """Re-planning may find more steps fit than planned (a pessimistic start-up timing): up to this factor. The training
-loop is given that many steps, the schedule laid over the planned ones, and the budget's callback ends the run."""
+loop is given that many steps, the schedule laid over the planned ones, and the budget's callback ends the run. On a
+2-core Xeon with AMX the start-up steps in bf16 took 71 ms where the run's took 43 ms: at 1.5 a three-minute run
+stopped at the limit with a fifth of its time unused."""
 PLAN_FILE = "budget_plan.json"
 
 
