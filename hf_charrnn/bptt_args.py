@@ -25,9 +25,10 @@ class BPTTArguments:
         metadata={"help": "Parallel rows of the token stream (global, over all processes; must divide by them) "
                           "(default: 64; with --max_train_minutes, sized to the budget)."},
     )
-    block_size: int = field(
-        default=128,
-        metadata={"help": "Tokens per row per batch: the truncated-BPTT length (the state is carried across batches)."},
+    block_size: int | None = field(
+        default=None,
+        metadata={"help": "Tokens per row per batch: the truncated-BPTT length (the state is carried across batches) "
+                          "(default: 128; with --max_train_minutes, sized to the budget)."},
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Consecutive batches per optimizer step (the state flows through them)."}
@@ -154,12 +155,13 @@ class BPTTArguments:
                           "release.", FutureWarning, stacklevel=4)
             if old == "sample_prompts":
                 value = value[0] if value else None
-            if getattr(self, new) == BPTT_DEFAULTS[new]:
+            if new in self.unset_options or getattr(self, new) == BPTT_DEFAULTS[new]:
                 setattr(self, new, value)
+                self.unset_options.discard(new)
             setattr(self, old, None)
 
 
-UNSET_DEFAULTS = {"batch_size": 64, "learning_rate": 2e-3}
+UNSET_DEFAULTS = {"batch_size": 64, "block_size": 128, "learning_rate": 2e-3}
 # Old name -> new name (the names both training paths now share).
 DEPRECATED_NAMES = {"bptt_length": "block_size", "sample_steps": "sample_every_steps", "sample_prompts": "sample_prompt",
                     "sample_max_new_tokens": "sample_length", "do_test": "evaluate_test_split"}

@@ -23,9 +23,10 @@ def print_on_main_process(*values) -> None:
 
 
 def size_bptt_run(budget: TimeBudget, args: BPTTArguments, model_args, model, tokenizer, train_split,
-                  checkpoint) -> tuple[BPTTArguments, object, SizedRecipe]:
+                  checkpoint, carried_state: bool = True) -> tuple[BPTTArguments, object, SizedRecipe]:
     """`args` and `model_args` with the sized defaults for what was not given (a resumed run takes its first
-    session's; a model passed in keeps its shape), and the recipe."""
+    session's; a model passed in keeps its shape), and the recipe: rows of the stream (`carried_state`) take the
+    stream's batch and truncation length, records (no state carried) the Trainer path's blocks."""
     previous = saved_plan(args.output_dir) if checkpoint else None
     if previous and previous.get("sized_defaults"):
         sized = SizedRecipe(**previous["sized_defaults"])
@@ -35,9 +36,11 @@ def size_bptt_run(budget: TimeBudget, args: BPTTArguments, model_args, model, to
         sized = size_for_budget(budget.minutes, budget.remaining(), model_args,
                                 None if "batch_size" in unset else args.batch_size,
                                 None if "learning_rate" in unset else args.learning_rate,
-                                len(tokenizer), characters, args.block_size, "cpu" if args.cpu else None,
-                                model_given=model is not None)
-    changes = {name: getattr(sized, name) for name in ("batch_size", "learning_rate") if getattr(sized, name)}
+                                len(tokenizer), characters, None if "block_size" in unset else args.block_size,
+                                "cpu" if args.cpu else None, model_given=model is not None,
+                                carried_state=carried_state)
+    changes = {name: getattr(sized, name) for name in ("batch_size", "learning_rate", "block_size")
+               if getattr(sized, name)}
     if changes:
         args = dataclasses.replace(args, **changes)
     model_args = sized.model_arguments(model_args)  # unchanged for a model passed in (not sized)

@@ -351,7 +351,7 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
     sized = None
     if budget is not None:
         args, model_args, sized = size_bptt_run(budget, args, model_args, model, tokenizer, dataset["train"],
-                                                checkpoint)
+                                                checkpoint, carried_state=data_args.records == "none")
     model = _checked_model(model, model_args, tokenizer, checkpoint)
     precision, accelerator = _precision_and_accelerator(args, model, accelerator)
     streams = _token_streams(args, dataset, tokenizer, accelerator, data_args.records)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn import CharRNNConfig, CharRNNForCausalLM, sizing
 from hf_charrnn.bptt_args import BPTTArguments
 from hf_charrnn.sizing import (
     CANDIDATES,
     SHORT_BUDGET_MINUTES,
     TOKENS_PER_PARAMETER,
-    batch_and_learning_rate,
+    batch_recipe,
     choose_model_size,
     size_for_budget,
 )
@@ -25,8 +25,18 @@ def parameters(shape, vocab_size=60) -> int:
 
 
 def test_short_budgets_take_small_fast_batches():
-    assert batch_and_learning_rate(10) == {"batch_size": 16, "learning_rate": 8e-3}
-    assert batch_and_learning_rate(SHORT_BUDGET_MINUTES + 1) == {"batch_size": 64, "learning_rate": 2e-3}
+    assert batch_recipe(10) == {"batch_size": 16, "learning_rate": 8e-3}
+    assert batch_recipe(SHORT_BUDGET_MINUTES + 1) == {"batch_size": 64, "learning_rate": 2e-3}
+
+
+def test_rows_that_carry_their_state_take_the_same_tokens_as_more_shorter_rows():
+    """The stateful-BPTT path's short-budget batch: 2,048 tokens a step like the Trainer path's 16 x 128, as 64 rows
+    of 32; over an hour, the command's defaults (64 rows of 128)."""
+    short, trainer = batch_recipe(10, carried_state=True), batch_recipe(10)
+    assert short == {"batch_size": 64, "block_size": 32, "learning_rate": 8e-3}
+    assert short["batch_size"] * short["block_size"] == trainer["batch_size"] * 128
+    assert batch_recipe(SHORT_BUDGET_MINUTES + 1, carried_state=True) == {
+        "batch_size": 64, "block_size": 128, "learning_rate": 2e-3}
 
 
 def test_a_tiny_budget_takes_the_smallest_model():
@@ -57,14 +67,39 @@ def test_given_options_win():
     assert sized.reason == "the model size was given"
     sized = size_for_budget(10, 600, ModelArguments(model_name_or_path="some/model"), None, None, 60, 10**6, 64)
     assert sized.hidden_size is None and sized.reason == "fine-tuning keeps the model's shape"
-    assert (sized.batch_size, sized.learning_rate) == (16, 8e-3)
+    assert (sized.batch_size, sized.learning_rate, sized.block_size) == (16, 8e-3, None)
+    stream = size_for_budget(10, 600, ModelArguments(hidden_size=64), None, None, 60, 10**6, None, carried_state=True)
+    assert (stream.batch_size, stream.block_size, stream.learning_rate) == (64, 32, 8e-3)
+    given = size_for_budget(10, 600, ModelArguments(hidden_size=64), None, None, 60, 10**6, 100, carried_state=True)
+    assert (given.batch_size, given.block_size) == (64, None)  # a given truncation length is kept
+
+
+def test_a_sized_stream_model_is_timed_on_the_stream_batch(monkeypatch):
+    """The model size is chosen from steps timed on the batch the run will train on: 64 rows of 32 on the stream."""
+    timed, timing = [], sizing.training_step_seconds
+    monkeypatch.setattr(sizing, "training_step_seconds",  # the real timing, watched
+                        lambda model, rows, length, **kwargs: timed.append((rows, length)) or timing(model, rows,
+                                                                                                  length, **kwargs))
+    sized = size_for_budget(10, 600, ModelArguments(), None, None, 60, 10**6, None, carried_state=True)
+    assert set(timed) == {(64, 32)} and sized.hidden_size is not None
 
 
 @pytest.mark.parametrize("arguments, batch_name", [(CharRNNTrainingArguments, "per_device_train_batch_size"),
                                                    (BPTTArguments, "batch_size")])
 def test_unset_batch_and_learning_rate_are_known_and_take_the_defaults(tmp_path, arguments, batch_name):
     unset = arguments(output_dir=str(tmp_path))
-    assert unset.unset_options == {batch_name, "learning_rate"}
+    assert unset.unset_options - {"block_size"} == {batch_name, "learning_rate"}
     assert (getattr(unset, batch_name), unset.learning_rate) == (64, 2e-3)
     given = arguments(output_dir=str(tmp_path), **{batch_name: 64})
-    assert given.unset_options == {"learning_rate"}
+    assert given.unset_options - {"block_size"} == {"learning_rate"}
+
+
+def test_the_stream_truncation_length_is_known_when_unset(tmp_path):
+    """train-accelerate's --block_size: 128 when unset (sized by a budget); given, or through its old name, kept."""
+    unset = BPTTArguments(output_dir=str(tmp_path))
+    assert "block_size" in unset.unset_options and unset.block_size == 128
+    given = BPTTArguments(output_dir=str(tmp_path), block_size=128)
+    assert "block_size" not in given.unset_options and given.block_size == 128
+    with pytest.warns(FutureWarning, match="--bptt_length is now --block_size"):
+        old_name = BPTTArguments(output_dir=str(tmp_path), bptt_length=50)
+    assert "block_size" not in old_name.unset_options and old_name.block_size == 50

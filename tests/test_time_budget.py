@@ -195,5 +195,7 @@ def test_a_budgeted_run_ends_inside_its_budget_with_the_model_saved(tmp_path, co
         history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     else:
         history = json.loads((tmp_path / "run" / "log_history.json").read_text())
+        hyperparameters = json.loads((tmp_path / "run" / "training_summary.json").read_text())["hyperparameters"]
+        assert (hyperparameters["batch_size"], hyperparameters["block_size"]) == (64, 32)  # the stream's sized batch
     evaluations = [entry for entry in history if "eval_loss" in entry]
     assert 2 <= len(evaluations) <= EVALUATIONS + 1, evaluations
