@@ -16,15 +16,27 @@ from .precision import PrecisionChoice, bf16_kernels_work, choose_precision, uns
 def resolve_mixed_precision(args: BPTTArguments, model) -> PrecisionChoice:
     """The run's precision: `--mixed_precision auto` measures (hf_charrnn.precision), bf16/no are checked or taken
     as they are, fp16 (GPUs) is checked."""
-    device_type = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    device_type = training_device_type(args)
     cell_type = model.config.cell_type
     if args.mixed_precision == "fp16":
         if not bf16_kernels_work(device_type, cell_type, torch.float16):
             raise ValueError(unsupported_message("fp16", cell_type, device_type))
         return PrecisionChoice("fp16", "fp16 autocast: asked for (--mixed_precision fp16)")
-    requested = {"auto": None, "bf16": True, "no": False}[args.mixed_precision]
-    single_process = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    return choose_precision(model, requested, args.batch_size, args.block_size, device_type, single_process)
+    return choose_precision(model, precision_request(args), args.batch_size, args.block_size, device_type,
+                            is_single_process())
+
+
+def precision_request(args: BPTTArguments) -> bool | None:
+    """--mixed_precision bf16 (True), no (False) or auto (None); fp16 counts as not bf16."""
+    return {"auto": None, "bf16": True}.get(args.mixed_precision, False)
+
+
+def training_device_type(args: BPTTArguments) -> str:
+    return "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+
+
+def is_single_process() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) == 1
 
 
 def _forget_previous_accelerator_settings(mixed_precision: str, cpu: bool) -> None:

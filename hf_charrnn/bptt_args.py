@@ -28,7 +28,8 @@ class BPTTArguments:
     block_size: int | None = field(
         default=None,
         metadata={"help": "Tokens per row per batch: the truncated-BPTT length (the state is carried across batches) "
-                          "(default: 128; with --max_train_minutes, sized to the budget)."},
+                          "(default: 128; with --max_train_minutes and no --batch_size, sized to the budget with it, "
+                          "except for --records)."},
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Consecutive batches per optimizer step (the state flows through them)."}
@@ -155,7 +156,7 @@ class BPTTArguments:
                           "release.", FutureWarning, stacklevel=4)
             if old == "sample_prompts":
                 value = value[0] if value else None
-            if new in self.unset_options or getattr(self, new) == BPTT_DEFAULTS[new]:
+            if new in self.unset_options or getattr(self, new) == UNSET_DEFAULTS.get(new, BPTT_DEFAULTS[new]):
                 setattr(self, new, value)
                 self.unset_options.discard(new)
             setattr(self, old, None)

@@ -8,8 +8,10 @@ import dataclasses
 import math
 import os
 
+from .accelerator_setup import is_single_process, precision_request, training_device_type
 from .bptt import BPTTStreams
 from .bptt_args import BPTTArguments
+from .precision import precisions_to_time
 from .sizing import SizedRecipe, size_for_budget
 from .step_timing import evaluation_step_seconds, training_step_seconds
 from .time_budget import TimeBudget, TimeBudgetCallback, plan_budget, saved_plan
@@ -26,19 +28,23 @@ def size_bptt_run(budget: TimeBudget, args: BPTTArguments, model_args, model, to
                   checkpoint, carried_state: bool = True) -> tuple[BPTTArguments, object, SizedRecipe]:
     """`args` and `model_args` with the sized defaults for what was not given (a resumed run takes its first
     session's; a model passed in keeps its shape), and the recipe: rows of the stream (`carried_state`) take the
-    stream's batch and truncation length, records (no state carried) the Trainer path's blocks."""
+    stream's rows and truncation length (both, or neither when either was given), records (no state carried) the
+    Trainer path's batch with their own length."""
     previous = saved_plan(args.output_dir) if checkpoint else None
     if previous and previous.get("sized_defaults"):
         sized = SizedRecipe(**previous["sized_defaults"])
     else:
         unset = getattr(args, "unset_options", set())
         characters = sum(len(text) + 1 for text in training_texts(train_split))
+        layout_sized = carried_state and {"batch_size", "block_size"} <= unset  # rows and their length: one recipe
         sized = size_for_budget(budget.minutes, budget.remaining(), model_args,
                                 None if "batch_size" in unset else args.batch_size,
                                 None if "learning_rate" in unset else args.learning_rate,
-                                len(tokenizer), characters, None if "block_size" in unset else args.block_size,
+                                len(tokenizer), characters, None if layout_sized else args.block_size,
                                 "cpu" if args.cpu else None, model_given=model is not None,
-                                carried_state=carried_state)
+                                carried_state=carried_state,
+                                bf16_options=precisions_to_time(precision_request(args), model_args.cell_type or "lstm",
+                                                                training_device_type(args), is_single_process()))
     changes = {name: getattr(sized, name) for name in ("batch_size", "learning_rate", "block_size")
                if getattr(sized, name)}
     if changes:

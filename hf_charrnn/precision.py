@@ -76,6 +76,18 @@ def cpu_has_bf16_instructions() -> bool | None:
     return any(probe() for probe in probes)
 
 
+def precisions_to_time(requested: bool | None, cell_type: str, device_type: str,
+                       single_process: bool = True) -> tuple[bool, ...]:
+    """The precisions (bf16 or not) a run's training step may take, for timing it before the run's model exists (the
+    sized defaults): the one asked for, or, where `choose_precision` would measure, both, since the run will take
+    the faster one."""
+    works = bf16_kernels_work(device_type, cell_type)
+    if requested is not None:
+        return (bool(requested) and works,)  # bf16 asked for but unworkable: choose_precision says so later
+    no_instructions = device_type == "cpu" and cpu_has_bf16_instructions() is False
+    return (False, True) if works and not no_instructions and single_process else (False,)
+
+
 def unsupported_message(choice: str, cell_type: str, device_type: str) -> str:
     return (f"{choice} does not work for {cell_type} layers on this {device_type.upper()} (its recurrent kernels have "
             f"no such precision here); train in fp32 (--no_bf16), or leave the choice to the run.")

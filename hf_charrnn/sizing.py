@@ -17,7 +17,8 @@ The rule, and the measurements behind it (2-core CPU, the embedded Shakespeare c
   2-core Xeon with AMX (bf16 autocast chosen by both paths), a 2 x 256 at 8e-3 scored 2.205 bpc as 64 x 32 (8,723
   steps), 2.231 as 128 x 16, 2.270 as 32 x 64 and 2.313 as 16 x 128, against 2.278 for the Trainer path's 16 x 128.
   There a 64 x 32 step takes about half the time of a 16 x 128 one in bf16, and about 15 % less in fp32. A
-  record-by-record run (`--records`) carries no state and keeps 16 x 128.
+  record-by-record run (`--records`) carries no state and keeps 16 x 128; given rows (`--batch_size`) keep the
+  default length, since the two were measured together.
 * **Model size.** A larger model learns more per character it sees but sees fewer characters in the same time. The
   rule takes the largest 2- or 3-layer LSTM of `CANDIDATES` that (a) will see at least `TOKENS_PER_PARAMETER`
   training characters per parameter in the time the budget leaves for steps, its step timed here on the run's batch,
@@ -28,7 +29,8 @@ The rule, and the measurements behind it (2-core CPU, the embedded Shakespeare c
   faster machine or a longer budget the rule grows the model; on a small corpus the ceiling stops it.
 
 Explicit options always win: a given `--hidden_size`, `--num_layers`, `--embedding_dim`, batch size, learning rate or
-(train-accelerate's) `--block_size` is kept, and a model being fine-tuned keeps its shape. The choice and its reason go into the log and the summary.
+(train-accelerate's) `--block_size` is kept, and a model being fine-tuned keeps its shape. The choice and its reason
+go into the log and the summary.
 """
 
 from __future__ import annotations
@@ -90,9 +92,11 @@ def _parameters(model) -> int:
 
 
 def choose_model_size(vocab_size: int, train_characters: int, step_seconds_available: float, batch_size: int,
-                      block_size: int, cell_type: str = "lstm", device=None) -> tuple[tuple[int, int, int], str]:
-    """The largest of `CANDIDATES` that passes both tests of the module docstring, timed here; and the reason (the
-    smallest when none passes)."""
+                      block_size: int, cell_type: str = "lstm", device=None,
+                      bf16_options: tuple[bool, ...] = (False,)) -> tuple[tuple[int, int, int], str]:
+    """The largest of `CANDIDATES` that passes both tests of the module docstring, timed here in each precision the
+    run may take (`bf16_options`, `precision.precisions_to_time`: the faster counts, as the run will take it); and
+    the reason (the smallest when none passes)."""
     chosen, reason = None, ""
     for layers, hidden, embedding in CANDIDATES:
         with torch.random.fork_rng(devices=[]):  # the run's model starts from the same random numbers as without
@@ -101,15 +105,17 @@ def choose_model_size(vocab_size: int, train_characters: int, step_seconds_avail
         parameters = _parameters(model)
         if parameters > train_characters and chosen is not None:
             break
-        step = training_step_seconds(model, batch_size, block_size, steps=2, device=device)
+        step, bf16 = min((training_step_seconds(model, batch_size, block_size, bf16=bf16, steps=2, device=device),
+                          bf16) for bf16 in bf16_options)
         seen = step_seconds_available / step * batch_size * block_size
         passes = seen >= TOKENS_PER_PARAMETER * parameters and parameters <= train_characters
         if not passes and chosen is not None:
             break
         chosen = (layers, hidden, embedding)
         reason = (f"{layers}x{hidden} ({parameters / 1e6:.2f} M parameters) sees about {seen / 1e6:.1f} M characters "
-                  f"in the budget ({seen / parameters:.0f} per parameter; the corpus has {train_characters / 1e6:.1f} "
-                  "M)" + ("" if passes else "; the smallest candidate"))
+                  f"in the budget ({seen / parameters:.0f} per parameter at {step * 1e3:.0f} ms a step"
+                  f"{' in bf16' if bf16 else ''}; the corpus has {train_characters / 1e6:.1f} M)"
+                  + ("" if passes else "; the smallest candidate"))
         if not passes:
             break
     return chosen, reason
@@ -118,7 +124,7 @@ def choose_model_size(vocab_size: int, train_characters: int, step_seconds_avail
 def size_for_budget(minutes: float, seconds_left: float, model_args, given_batch: int | None,
                     given_learning_rate: float | None, vocab_size: int, train_characters: int,
                     given_block_size: int | None, device=None, model_given: bool = False,
-                    carried_state: bool = False) -> SizedRecipe:
+                    carried_state: bool = False, bf16_options: tuple[bool, ...] = (False,)) -> SizedRecipe:
     """The sized defaults for what was not given (`given_*` None); the model size only for a new model (not
     `model_given`, not fine-tuned) whose shape options are all unset. The Trainer path always gives its block size; the
     stateful-BPTT path (`carried_state`) leaves it to the recipe unless the user set it."""
@@ -132,5 +138,5 @@ def size_for_budget(minutes: float, seconds_left: float, model_args, given_batch
         return SizedRecipe(None, None, None, batch, learning_rate, why, block_size)
     (layers, hidden, embedding), reason = choose_model_size(
         vocab_size, train_characters, seconds_left * STEP_SHARE, given_batch or batch, given_block_size or block_size,
-        model_args.cell_type or "lstm", device)
+        model_args.cell_type or "lstm", device, bf16_options)
     return SizedRecipe(layers, hidden, embedding, batch, learning_rate, reason, block_size)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 
-from .precision import PrecisionChoice, choose_precision
+from .precision import PrecisionChoice, choose_precision, precisions_to_time
 from .sizing import SizedRecipe, size_for_budget
 from .step_timing import evaluation_step_seconds, training_step_seconds
 from .time_budget import BudgetPlan, TimeBudget, plan_budget, saved_plan
@@ -16,11 +16,15 @@ from .training_args import DataArguments, ModelArguments
 logger = logging.getLogger(__name__)
 
 
+def precision_request(training_args) -> bool | None:
+    """--bf16 (True), --no_bf16 (False) or the run's choice (None)."""
+    return getattr(training_args, "precision_request", training_args.bf16 or None)  # a plain TrainingArguments too
+
+
 def choose_trainer_precision(model, training_args, data_args: DataArguments) -> PrecisionChoice:
     """bf16 autocast or fp32, set in `training_args` as Trainer reads it."""
     device_type = training_args.device.type
-    requested = getattr(training_args, "precision_request", training_args.bf16 or None)  # a plain TrainingArguments
-    choice = choose_precision(model, requested, training_args.per_device_train_batch_size,
+    choice = choose_precision(model, precision_request(training_args), training_args.per_device_train_batch_size,
                               data_args.block_size, device_type, single_process=training_args.world_size == 1)
     training_args.bf16, training_args.mixed_precision = choice.bf16, choice.mixed_precision
     if choice.bf16 and device_type == "cpu":
@@ -42,7 +46,9 @@ def size_trainer_run(budget: TimeBudget, model_args: ModelArguments, training_ar
             budget.minutes, budget.remaining(), model_args,
             None if "per_device_train_batch_size" in unset else training_args.per_device_train_batch_size,
             None if "learning_rate" in unset else training_args.learning_rate,
-            len(tokenizer), characters, data_args.block_size, training_args.device)
+            len(tokenizer), characters, data_args.block_size, training_args.device,
+            bf16_options=precisions_to_time(precision_request(training_args), model_args.cell_type or "lstm",
+                                            training_args.device.type, training_args.world_size == 1))
     if sized.batch_size:
         training_args.per_device_train_batch_size = sized.batch_size
     if sized.learning_rate:

@@ -142,9 +142,8 @@ def train_bptt(
         unknown = set(overrides) - {f.name for f in fields(BPTTArguments)}
         if unknown:
             raise TypeError(f"Unknown training option(s) {sorted(unknown)}; see BPTTArguments.")
-        unset = args.unset_options - set(overrides)
-        args = BPTTArguments(**{**asdict(args), **overrides})
-        args.unset_options = unset
+        # the options still unset go back to None, so that the new arguments know them (and old names) as unset
+        args = BPTTArguments(**{**asdict(args), **dict.fromkeys(args.unset_options), **overrides})
     budget = TimeBudget(args.max_train_minutes, started) if args.max_train_minutes else None
     model_args = ModelArguments() if model_args is None else model_args
     data_args = CorpusArguments() if data_args is None else data_args

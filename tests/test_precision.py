@@ -18,6 +18,7 @@ from hf_charrnn.precision import (
     cpu_has_bf16_instructions,
     decide_from_timings,
     measured_choice,
+    precisions_to_time,
 )
 from hf_charrnn.trainer import train
 from hf_charrnn.trainer_utils import TrainingSetupError
@@ -148,3 +149,14 @@ def test_an_explicit_bf16_that_cannot_run_is_a_setup_error(tmp_path):
     with pytest.raises(TrainingSetupError, match="bf16 does not work for lstm"):
         train(ModelArguments(hidden_size=16, embedding_dim=8), DataArguments(dataset=PLAY),
               CharRNNTrainingArguments(output_dir=str(tmp_path), max_steps=1, bf16=True, report_to="none"))
+
+
+@pytest.mark.parametrize("cell_type", ["lstm", "gru"])
+def test_sizing_times_the_precisions_the_run_may_take(cell_type):
+    """A budget sizes the model from its step time before the run's precision is chosen: in the precision asked for,
+    or in both where the run will measure them and take the faster (a bf16 machine then sizes for its bf16 speed)."""
+    assert precisions_to_time(False, cell_type, "cpu") == (False,)
+    assert precisions_to_time(None, cell_type, "cpu", single_process=False) == (False,)  # several processes: fp32
+    measured = "measured" in choose_precision(tiny(cell_type), None, 4, 8, "cpu").reason
+    assert precisions_to_time(None, cell_type, "cpu") == ((False, True) if measured else (False,))
+    assert precisions_to_time(True, cell_type, "cpu") == (bf16_kernels_work("cpu", cell_type),)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from datasets import Dataset
 
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM, sizing
 from hf_charrnn.bptt_args import BPTTArguments
+from hf_charrnn.bptt_budget import size_bptt_run
 from hf_charrnn.sizing import (
     CANDIDATES,
     SHORT_BUDGET_MINUTES,
@@ -14,6 +16,7 @@ from hf_charrnn.sizing import (
     choose_model_size,
     size_for_budget,
 )
+from hf_charrnn.time_budget import TimeBudget
 from hf_charrnn.training_args import CharRNNTrainingArguments, ModelArguments
 
 
@@ -103,3 +106,19 @@ def test_the_stream_truncation_length_is_known_when_unset(tmp_path):
     with pytest.warns(FutureWarning, match="--bptt_length is now --block_size"):
         old_name = BPTTArguments(output_dir=str(tmp_path), bptt_length=50)
     assert "block_size" not in old_name.unset_options and old_name.block_size == 50
+
+
+@pytest.mark.parametrize("given, carried_state, expected", [
+    ({}, True, (64, 32, 8e-3)),  # the stream's rows and truncation length
+    ({"block_size": 100}, True, (64, 100, 8e-3)),  # a given length is kept
+    ({"batch_size": 16}, True, (16, 128, 8e-3)),  # given rows keep the default length: the two are one recipe
+    ({}, False, (16, 128, 8e-3)),  # records: no state carried, the Trainer path's batch, their own length
+])
+def test_a_budgeted_bptt_run_sizes_its_rows_and_their_length_together(tmp_path, given, carried_state, expected):
+    args = BPTTArguments(output_dir=str(tmp_path), **given)
+    model_args = ModelArguments(hidden_size=64)  # the shape given: no model timed
+    sized_args, _, sized = size_bptt_run(TimeBudget(10), args, model_args, None, range(60),
+                                         Dataset.from_dict({"text": ["To be, or not to be"] * 10}), None,
+                                         carried_state=carried_state)
+    assert (sized_args.batch_size, sized_args.block_size, sized_args.learning_rate) == expected
+    assert sized.reason == "the model size was given"

@@ -425,7 +425,7 @@ def assert_same_run(expected: Path, actual: Path, steps_from: int = 0) -> None:
         torch.testing.assert_close(wb[key], wa[key], atol=1e-5, rtol=1e-4)
 
 
-def test_the_old_option_names_still_work_for_a_release_and_name_the_new_ones():
+def test_the_old_option_names_still_work_for_a_release_and_name_the_new_ones(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         args = BPTTArguments(bptt_length=16, sample_steps=0, sample_prompts=["KING:", "QUEEN:"],
@@ -441,6 +441,9 @@ def test_the_old_option_names_still_work_for_a_release_and_name_the_new_ones():
     assert args.bptt_length is None and args.do_test is None  # recorded once, under the new names
     with pytest.warns(FutureWarning):  # the new name wins when both are given
         assert BPTTArguments(block_size=32, bptt_length=16).block_size == 32
+    with pytest.warns(FutureWarning, match="--bptt_length is now --block_size"):  # also as train_bptt's override
+        summary = run(tmp_path / "old-name", max_steps=1, bptt_length=8, block_size=None)
+    assert summary["hyperparameters"]["block_size"] == 8
     command = subprocess.run(
         [sys.executable, "-m", "hf_charrnn.cli", "train-accelerate", "--bptt_length", "0"],
         capture_output=True, text=True, timeout=300,
