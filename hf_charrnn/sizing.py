@@ -16,13 +16,15 @@ The rule, and the measurements behind it (2-core CPU, the embedded Shakespeare c
   3.26 bpc by seed and warm-up, where the Trainer's shuffled blocks scored 2.40). With `--max_train_minutes 3` on a
   2-core Xeon with AMX (bf16 autocast chosen by both paths), a 2 x 256 at 8e-3 scored 2.205 bpc as 64 x 32 (8,723
   steps), 2.231 as 128 x 16, 2.270 as 32 x 64 and 2.313 as 16 x 128, against 2.278 for the Trainer path's 16 x 128.
-  There a 64 x 32 step takes about half the time of a 16 x 128 one in bf16, and about 15 % less in fp32. A
+  There a 64 x 32 step takes about half the time of a 16 x 128 one in bf16, and about 15 % less in fp32. With ten
+  minutes (6-14 passes over the corpus) the two layouts ended close: 2.179 and 2.162 bpc, one run each. A
   record-by-record run (`--records`) carries no state and keeps 16 x 128; given rows (`--batch_size`) keep the
   default length, since the two were measured together.
 * **Model size.** A larger model learns more per character it sees but sees fewer characters in the same time. The
   rule takes the largest 2- or 3-layer LSTM of `CANDIDATES` that (a) will see at least `TOKENS_PER_PARAMETER`
-  training characters per parameter in the time the budget leaves for steps, its step timed here on the run's batch,
-  and (b) has no more parameters than the training text has characters: char-rnn's advice, since a model that can
+  training characters per parameter in the time the budget leaves for steps, its step timed here on the run's batch
+  and in the precision the run will take (on a bf16 machine the faster of bf16 and fp32; on an AMX Xeon that picks a
+  2 x 384 for the BPTT path's ten minutes, which scored 2.193 against the fp32-sized 2 x 256's 2.179), and (b) has no more parameters than the training text has characters: char-rnn's advice, since a model that can
   store its corpus memorises it. The threshold is the demo's measurement: on the development machine its 2 x 256
   LSTM (0.9 M parameters) sees about 8-10 characters per parameter in ten minutes and beat the default 2 x 512
   (3.3 M parameters), which sees about a third of that; so a 10-minute budget there picks the demo's model. On a
