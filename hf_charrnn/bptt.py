@@ -364,7 +364,7 @@ class BPTTLoop:
             self.tokenizer.save_pretrained(path)
             payload = {"state": asdict(self.progress), "layout": {**self.layout, "num_processes":
                                                                    accelerator.num_processes},
-                       "args": asdict(self.args)}
+                       "args": asdict(self.args), "mixed_precision": accelerator.mixed_precision}
             atomic_write_json(path / BPTT_STATE_FILE, payload)  # written last, whole: it marks the checkpoint complete
             if self.args.save_total_limit:
                 for old in complete_checkpoints(self.output_dir, BPTT_STATE_FILE)[: -self.args.save_total_limit]:

@@ -55,7 +55,7 @@ from .evaluation import dataset_stream
 from .precision import PrecisionChoice
 from .memorisation import training_run_report
 from .reporting import generate_samples, training_summary, write_run_report
-from .run_folder import OutputDirClaim, atomic_write_json
+from .run_folder import OutputDirClaim, atomic_write_json, read_json_file
 from .bptt_budget import plan_bptt_budget, print_on_main_process, size_bptt_run
 from .time_budget import TimeBudget, run_started, save_plan
 from .token_encoding import id_dtype
@@ -327,12 +327,21 @@ def _hyperparameters(model, args: BPTTArguments, accelerator) -> dict[str, Any]:
     }
 
 
-def _precision_and_accelerator(args: BPTTArguments, model, accelerator) -> tuple[PrecisionChoice, Any]:
-    """The run's precision (hf_charrnn.precision) and an Accelerator in it; an Accelerator passed in keeps its own."""
+def _precision_and_accelerator(args: BPTTArguments, model, accelerator,
+                               checkpoint: Path | None = None) -> tuple[PrecisionChoice, Any]:
+    """The run's precision (hf_charrnn.precision) and an Accelerator in it; an Accelerator passed in keeps its own. A
+    resumed run left to choose takes the precision its checkpoint was trained in: measuring again could choose the
+    other one on a machine where the two are close, and the run would not continue exactly."""
     if accelerator is not None:
         return PrecisionChoice(accelerator.mixed_precision, "the Accelerator passed to train_bptt"), accelerator
+    saved = read_json_file(checkpoint / BPTT_STATE_FILE, "state file") if checkpoint is not None else None
     try:
-        precision = resolve_mixed_precision(args, model)
+        if args.mixed_precision == "auto" and saved and saved.get("mixed_precision"):
+            chosen = saved["mixed_precision"]
+            precision = PrecisionChoice(chosen, f"{'bf16 autocast' if chosen == 'bf16' else 'fp32'}: the precision "
+                                                f"{checkpoint.name} was trained in (a resumed run keeps it)")
+        else:
+            precision = resolve_mixed_precision(args, model)
     except ValueError as error:
         raise TrainingSetupError(str(error)) from error
     accelerator = make_accelerator(args, precision)
@@ -352,7 +361,7 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
         args, model_args, sized = size_bptt_run(budget, args, model_args, model, tokenizer, dataset["train"],
                                                 checkpoint, carried_state=data_args.records == "none")
     model = _checked_model(model, model_args, tokenizer, checkpoint)
-    precision, accelerator = _precision_and_accelerator(args, model, accelerator)
+    precision, accelerator = _precision_and_accelerator(args, model, accelerator, checkpoint)
     streams = _token_streams(args, dataset, tokenizer, accelerator, data_args.records)
     budget_callback = None
     if budget is not None:

@@ -29,6 +29,7 @@ from hf_charrnn.trainer_utils import (
 )
 from hf_charrnn.checkpoints import BPTT_STATE_FILE, complete_checkpoints, resolve_checkpoint
 from hf_charrnn.bptt_args import BPTTArguments
+from hf_charrnn.precision import bf16_kernels_work
 from hf_charrnn.training_accelerate import train_bptt
 from hf_charrnn.training_args import CorpusArguments, ModelArguments
 
@@ -65,10 +66,12 @@ def tiny_model(seed: int = 0, **overrides) -> CharRNNForCausalLM:
 
 
 def quiet(**overrides) -> dict:
-    """Fast, quiet options for tests: no TensorBoard, no progress bar, no samples during training."""
+    """Fast, quiet options for tests: no TensorBoard, no progress bar, no samples during training; fp32 decided, not
+    measured (on a CPU with bf16 instructions the measurement can go either way for a tiny model, and runs compared
+    with each other or with an fp32 loop must not differ in precision)."""
     options = dict(
         batch_size=4, block_size=16, report_to="none", disable_tqdm=True, sample_every_steps=0, eval_steps=0,
-        logging_steps=1, sample_length=10, eval_batch_size=2,
+        logging_steps=1, sample_length=10, eval_batch_size=2, mixed_precision="no",
     )
     options.update(overrides)
     return options
@@ -190,6 +193,22 @@ def test_resume_after_max_steps_is_exact(tmp_path):
     assert resumed["train_loss"] == full["train_loss"]
 
 
+def test_a_resumed_run_keeps_the_precision_its_checkpoint_was_trained_in(tmp_path):
+    """Left to choose (--mixed_precision auto), a resumed session takes the checkpoint's precision instead of measuring
+    again: on a machine where bf16 and fp32 are close the measurement can go either way, and the run would not
+    continue exactly."""
+    first = run(tmp_path / "run", max_steps=2, save_steps=2, mixed_precision="auto")
+    saved = json.loads((Path(first["checkpoint"]) / BPTT_STATE_FILE).read_text())
+    assert saved["mixed_precision"] == first["precision"]["mixed_precision"]
+    saved["mixed_precision"] = "no" if saved["mixed_precision"] == "bf16" else "bf16"  # as if measured otherwise
+    (Path(first["checkpoint"]) / BPTT_STATE_FILE).write_text(json.dumps(saved))
+    if saved["mixed_precision"] == "bf16" and not bf16_kernels_work("cpu", tiny_model().config.cell_type):
+        pytest.skip("no bf16 kernels here for the model's cell to resume into")
+    resumed = run(tmp_path / "run", max_steps=4, save_steps=2, resume_from_checkpoint="latest", mixed_precision="auto")
+    assert resumed["precision"]["mixed_precision"] == saved["mixed_precision"]
+    assert "checkpoint-2 was trained in (a resumed run keeps it)" in resumed["precision"]["reason"]
+
+
 def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     """SIGINT mid-epoch (cosine schedule, dropout, accumulation, several epochs): a checkpoint is saved, the run
     raises TrainingInterrupted, and resuming ends bitwise equal to an uninterrupted run."""
@@ -244,10 +263,10 @@ def test_nan_loss_stops_naming_the_step_without_saving_after_it(tmp_path):
         return output * float("nan") if calls["n"] >= 4 else output
 
     model.lm_head.register_forward_hook(poison)
-    # fp32 decided, not measured: on a CPU with bf16 instructions the measurement's forward passes (of a copy of the
-    # model, hook and counter included) would be counted
+    # fp32 decided (quiet()): a measurement's forward passes (of a copy of the model, hook and counter included) would
+    # be counted
     with pytest.raises(TrainingDivergedError, match="step 4") as error:
-        run(tmp_path / "run", model=model, max_steps=10, save_steps=2, mixed_precision="no")
+        run(tmp_path / "run", model=model, max_steps=10, save_steps=2)
     assert error.value.step == 4
     assert Path(error.value.last_checkpoint).name == "checkpoint-2"
     assert [p.name for p in complete_checkpoints(tmp_path / "run", BPTT_STATE_FILE)] == ["checkpoint-2"]
