@@ -76,18 +76,6 @@ def cpu_has_bf16_instructions() -> bool | None:
     return any(probe() for probe in probes)
 
 
-def precisions_to_time(requested: bool | None, cell_type: str, device_type: str,
-                       single_process: bool = True) -> tuple[bool, ...]:
-    """The precisions (bf16 or not) a run's training step may take, for timing it before the run's model exists (the
-    sized defaults): the one asked for, or, where `choose_precision` would measure, both, since the run will take
-    the faster one."""
-    works = bf16_kernels_work(device_type, cell_type)
-    if requested is not None:
-        return (bool(requested) and works,)  # bf16 asked for but unworkable: choose_precision says so later
-    no_instructions = device_type == "cpu" and cpu_has_bf16_instructions() is False
-    return (False, True) if works and not no_instructions and single_process else (False,)
-
-
 def unsupported_message(choice: str, cell_type: str, device_type: str) -> str:
     return (f"{choice} does not work for {cell_type} layers on this {device_type.upper()} (its recurrent kernels have "
             f"no such precision here); train in fp32 (--no_bf16), or leave the choice to the run.")
@@ -97,7 +85,16 @@ def choose_precision(model, requested: bool | None, batch_rows: int, block_size:
                      single_process: bool = True) -> PrecisionChoice:
     """bf16 autocast or fp32 for training `model` on `device_type` (see the module docstring). `requested`: True
     (--bf16), False (--no_bf16) or None (measure). Raises ValueError when bf16 is asked for and cannot run."""
-    cell_type = model.config.cell_type
+    decided = decided_precision(requested, model.config.cell_type, device_type, single_process)
+    if decided is not None:
+        return decided
+    return measured_choice(model, min(batch_rows, PROBE_ROWS), min(block_size, PROBE_LENGTH), device_type)
+
+
+def decided_precision(requested: bool | None, cell_type: str, device_type: str,
+                      single_process: bool = True) -> PrecisionChoice | None:
+    """The choice `choose_precision` makes without measuring (asked for, or the only one that can be faster); None
+    where it measures the two. Raises ValueError when bf16 is asked for and cannot run."""
     if requested is False:
         return PrecisionChoice("no", "fp32: asked for (--no_bf16)")
     works = bf16_kernels_work(device_type, cell_type)
@@ -114,7 +111,18 @@ def choose_precision(model, requested: bool | None, batch_rows: int, block_size:
         bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
         reason = "several processes do not measure (they must agree): bf16 on GPUs that support it"
         return PrecisionChoice("bf16" if bf16 else "no", f"{'bf16 autocast' if bf16 else 'fp32'}: {reason}")
-    return measured_choice(model, min(batch_rows, PROBE_ROWS), min(block_size, PROBE_LENGTH), device_type)
+    return None
+
+
+def precisions_to_time(requested: bool | None, cell_type: str, device_type: str,
+                       single_process: bool = True) -> tuple[bool, ...]:
+    """The precisions (bf16 or not) a run's training step may take, for timing it before the run's model exists (the
+    sized defaults): the one `decided_precision` gives, or both where the run will measure them and take the faster."""
+    try:
+        decided = decided_precision(requested, cell_type, device_type, single_process)
+    except ValueError:  # bf16 asked for but unworkable: the run says so when it chooses
+        return (False,)
+    return (False, True) if decided is None else (decided.bf16,)
 
 
 def measured_choice(model, rows: int, length: int, device_type: str) -> PrecisionChoice:
