@@ -50,6 +50,14 @@ class PrecisionChoice:
         return asdict(self)
 
 
+def resumed_precision(mixed_precision: str, checkpoint_name: str) -> PrecisionChoice:
+    """The precision a resumed run left to choose takes: its checkpoint's (measuring again could choose the other one
+    where the two are close, and the run would not continue exactly)."""
+    kind = "bf16 autocast" if mixed_precision == "bf16" else "fp32"
+    return PrecisionChoice(mixed_precision, f"{kind}: the precision {checkpoint_name} was trained in (a resumed run "
+                                            "keeps it)")
+
+
 def bf16_kernels_work(device_type: str, cell_type: str = "lstm", dtype: torch.dtype = torch.bfloat16) -> bool:
     """Whether a recurrent layer of `cell_type` runs forward and backward under autocast to `dtype` on this device."""
     if device_type == "cuda" and not torch.cuda.is_available():

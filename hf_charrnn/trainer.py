@@ -57,6 +57,7 @@ from .run_folder import (
 from .trainer_callback import (
     GracefulInterruptCallback,
     NonFiniteLossCallback,
+    PrecisionRecordCallback,
     SampleCallback,
 )
 from .time_budget import TimeBudget, TimeBudgetCallback, save_plan
@@ -369,12 +370,13 @@ def prepare_run(
     if sized:
         model_args = sized.model_arguments(model_args)
     model = build_model(model_args, tokenizer, checkpoint)
-    precision = choose_trainer_precision(model, training_args, data_args)
+    precision = choose_trainer_precision(model, training_args, data_args, checkpoint)
     plan = budget and plan_trainer_budget(budget, model, blocks, precision, checkpoint, data_args, training_args)
     callbacks = _callbacks(tokenizer, prompt, data_args, training_args, extra_callbacks)
     budget_callback = TimeBudgetCallback(plan, budget.minutes, sized, sampler=callbacks[2]) if plan else None
     if budget_callback:
         callbacks.append(budget_callback)
+    callbacks.append(PrecisionRecordCallback(precision.mixed_precision, precision.reason))
     trainer = CharRNNTrainer(
         model=model, args=training_args, train_dataset=blocks["train"],
         eval_dataset=blocks["validation"], processing_class=tokenizer,

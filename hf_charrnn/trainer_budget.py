@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
-from .precision import PrecisionChoice, choose_precision, precisions_to_time
+from .checkpoints import TRAINER_STATE_FILE
+from .precision import PrecisionChoice, choose_precision, precisions_to_time, resumed_precision
+from .run_folder import read_json_file
 from .sizing import SizedRecipe, size_for_budget
 from .step_timing import evaluation_step_seconds, training_step_seconds
 from .time_budget import BudgetPlan, TimeBudget, plan_budget, saved_plan
+from .trainer_callback import PrecisionRecordCallback
 from .training_args import DataArguments, ModelArguments
 
 logger = logging.getLogger(__name__)
@@ -21,16 +25,30 @@ def precision_request(training_args) -> bool | None:
     return getattr(training_args, "precision_request", training_args.bf16 or None)  # a plain TrainingArguments too
 
 
-def choose_trainer_precision(model, training_args, data_args: DataArguments) -> PrecisionChoice:
-    """bf16 autocast or fp32, set in `training_args` as Trainer reads it."""
-    device_type = training_args.device.type
-    choice = choose_precision(model, precision_request(training_args), training_args.per_device_train_batch_size,
-                              data_args.block_size, device_type, single_process=training_args.world_size == 1)
+def choose_trainer_precision(model, training_args, data_args: DataArguments,
+                             checkpoint: str | None = None) -> PrecisionChoice:
+    """bf16 autocast or fp32, set in `training_args` as Trainer reads it; a resumed run left to choose takes the one
+    its checkpoint recorded (`PrecisionRecordCallback`)."""
+    device_type, request = training_args.device.type, precision_request(training_args)
+    recorded = checkpoint_precision(checkpoint) if checkpoint and request is None else None
+    if recorded:
+        choice = resumed_precision(recorded, Path(checkpoint).name)
+    else:
+        choice = choose_precision(model, request, training_args.per_device_train_batch_size, data_args.block_size,
+                                  device_type, single_process=training_args.world_size == 1)
     training_args.bf16, training_args.mixed_precision = choice.bf16, choice.mixed_precision
     if choice.bf16 and device_type == "cpu":
         training_args.use_cpu = True  # TrainingArguments' rule for bf16 without a GPU
     logger.info("Precision: %s.", choice.reason)
     return choice
+
+
+def checkpoint_precision(checkpoint: str) -> str | None:
+    """The precision a Trainer checkpoint was trained in, as `PrecisionRecordCallback` recorded it (None: not
+    recorded, e.g. by an earlier version)."""
+    state = read_json_file(Path(checkpoint) / TRAINER_STATE_FILE, "trainer state") or {}
+    record = state.get("stateful_callbacks", {}).get(PrecisionRecordCallback.__name__, {})
+    return (record[0] if isinstance(record, list) and record else record or {}).get("args", {}).get("mixed_precision")
 
 
 def size_trainer_run(budget: TimeBudget, model_args: ModelArguments, training_args, tokenizer, train_blocks,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_callback import DefaultFlowCallback
+from transformers.trainer_callback import DefaultFlowCallback, ExportableState
 
 from .reporting import generate_samples
 
@@ -153,6 +153,18 @@ class GracefulInterruptCallback(TrainerCallback):
             control.should_training_stop = True
             control.should_evaluate = False
         return control
+
+
+class PrecisionRecordCallback(TrainerCallback, ExportableState):
+    """Records the run's precision in every checkpoint (trainer_state.json's `stateful_callbacks`, where Trainer keeps
+    its callbacks' states), so that a resumed run takes it (`trainer_budget.choose_trainer_precision`) instead of
+    measuring again: on a machine where bf16 and fp32 are close the measurement can go either way."""
+
+    def __init__(self, mixed_precision: str = "no", reason: str = ""):
+        self.mixed_precision, self.reason = mixed_precision, reason
+
+    def state(self) -> dict:
+        return {"args": {"mixed_precision": self.mixed_precision, "reason": self.reason}, "attributes": {}}
 
 
 class BPTTFlowCallback(DefaultFlowCallback):

@@ -52,7 +52,7 @@ from .bptt import BPTTLoop, BPTTStreams
 from .checkpoints import BPTT_STATE_FILE, resolve_checkpoint
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
-from .precision import PrecisionChoice
+from .precision import PrecisionChoice, resumed_precision
 from .memorisation import training_run_report
 from .reporting import generate_samples, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json, read_json_file
@@ -337,9 +337,7 @@ def _precision_and_accelerator(args: BPTTArguments, model, accelerator,
     saved = read_json_file(checkpoint / BPTT_STATE_FILE, "state file") if checkpoint is not None else None
     try:
         if args.mixed_precision == "auto" and saved and saved.get("mixed_precision"):
-            chosen = saved["mixed_precision"]
-            precision = PrecisionChoice(chosen, f"{'bf16 autocast' if chosen == 'bf16' else 'fp32'}: the precision "
-                                                f"{checkpoint.name} was trained in (a resumed run keeps it)")
+            precision = resumed_precision(saved["mixed_precision"], checkpoint.name)
         else:
             precision = resolve_mixed_precision(args, model)
     except ValueError as error:

@@ -29,6 +29,7 @@ from transformers import (
 import hf_charrnn  # noqa: F401  (registers the Auto classes)
 from hf_charrnn import data
 from hf_charrnn.cli.train import main, parse_arguments
+from hf_charrnn.precision import bf16_kernels_work
 from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 from hf_charrnn.trainer import CharRNNTrainer, train
@@ -303,6 +304,26 @@ def slow_argv(corpus, output_dir) -> list[str]:
                      "--save_total_limit", "50", "--learning_rate", "0.005")
 
 
+def test_a_resumed_run_keeps_the_precision_its_checkpoint_was_trained_in(corpus, tmp_path):
+    """Left to choose, a resumed session takes the precision recorded in its checkpoint's trainer_state.json instead
+    of measuring again (where bf16 and fp32 are close the measurement can go either way)."""
+    output_dir = tmp_path / "run"
+    first = run(tiny_argv(corpus, output_dir, "--max_steps", "20"))
+    state_file = output_dir / "checkpoint-20" / TRAINER_STATE_FILE
+    state = json.loads(state_file.read_text())
+    record = state["stateful_callbacks"]["PrecisionRecordCallback"]["args"]
+    assert record["mixed_precision"] == first["precision"]["mixed_precision"]
+    record["mixed_precision"] = "no" if record["mixed_precision"] == "bf16" else "bf16"  # as if measured otherwise
+    state_file.write_text(json.dumps(state))
+    if record["mixed_precision"] == "bf16" and not bf16_kernels_work("cpu", "lstm"):
+        pytest.skip("no bf16 kernels here for the model's cell to resume into")
+    resumed = run(tiny_argv(corpus, output_dir, "--max_steps", "30", "--resume_from_checkpoint", "latest"))
+    assert resumed["precision"]["mixed_precision"] == record["mixed_precision"]
+    assert "checkpoint-20 was trained in (a resumed run keeps it)" in resumed["precision"]["reason"]
+    final = json.loads((output_dir / "checkpoint-30" / TRAINER_STATE_FILE).read_text())
+    assert final["stateful_callbacks"]["PrecisionRecordCallback"]["args"]["mixed_precision"] == record["mixed_precision"]
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(corpus, tmp_path, capsys):
     reference = run(slow_argv(corpus, tmp_path / "reference"))
@@ -415,7 +436,7 @@ def test_two_processes_train_the_same_model_as_one_and_resume_on_one(corpus, tmp
     assert two.returncode == 0, two.stderr[-3000:]
     assert (tmp_path / "two" / "checkpoint-6" / "rng_state_1.pth").is_file()  # really two processes
     one = run(tiny_argv(corpus, tmp_path / "one", "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
-                        "--logging_steps", "1", "--dropout", "0"))
+                        "--logging_steps", "1", "--dropout", "0", "--no_bf16"))  # fp32, as two processes decide
     assert one["steps"] == 6
 
     def losses(folder: Path) -> list[float]:
@@ -436,4 +457,5 @@ def test_two_processes_train_the_same_model_as_one_and_resume_on_one(corpus, tmp
                             "--logging_steps", "1", "--dropout", "0", "--resume_from_checkpoint",
                             str(resumed / "checkpoint-3")))
     assert summary["steps"] == 6
+    assert "checkpoint-3 was trained in" in summary["precision"]["reason"]  # fp32 kept, not measured again
     assert losses(resumed)[-3:] == pytest.approx(losses(tmp_path / "two")[-3:], abs=1e-4)
