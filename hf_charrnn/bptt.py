@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers.trainer_callback import CallbackHandler, TrainerCallback, TrainerControl, TrainerState
 
 from .evaluation import eval_mode, score_stream, stream_row_bounds, summarize_scores
+from .bptt_stream import StreamRows
 from .modeling_charrnn import CharRNNCache
 from .records import RecordBatches, predicted_tokens, score_records
 from .run_folder import atomic_write_json, read_json_file, refused_pickle_message
@@ -54,7 +55,7 @@ class BPTTProgress:
 class BPTTStreams:
     """The token streams one process trains and evaluates on (or, in record mode, its records)."""
 
-    rows: torch.Tensor | None  # this process's rows of the training stream, (local_rows, tokens); None for records
+    rows: StreamRows | None  # the training stream's rows (each process reads its own); None for records
     local_rows: int
     blocks_per_epoch: int
     train_tokens: int
@@ -117,9 +118,12 @@ class BPTTLoop:
     @property
     def layout(self) -> dict[str, int]:
         """What a checkpoint's position means: resuming needs the same values."""
-        return {"batch_size": self.args.batch_size, "block_size": self.args.block_size,
-                "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
-                "train_tokens": self.streams.train_tokens}
+        layout = {"batch_size": self.args.batch_size, "block_size": self.args.block_size,
+                  "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
+                  "train_tokens": self.streams.train_tokens}
+        if self.streams.records is None:  # the order of the stream's chunks (records have their own)
+            layout["stream_chunk_blocks"] = self.args.stream_chunk_blocks
+        return layout
 
     # ---- resume ----------------------------------------------------------------------------------------------------
 
@@ -131,6 +135,7 @@ class BPTTLoop:
                                      "checkpoint (--resume_from_checkpoint latest picks the newest complete one).")
         layout = dict(saved["layout"])
         layout.setdefault("block_size", layout.get("bptt_length"))  # the name checkpoints used before 0.x's rename
+        layout.setdefault("stream_chunk_blocks", 0)  # checkpoints from before the per-epoch layout had a fixed one
         different = {key: (layout[key], value) for key, value in self.layout.items() if layout[key] != value}
         if different:
             raise TrainingSetupError(
@@ -205,7 +210,7 @@ class BPTTLoop:
     def epoch_float(self) -> float:
         return self.progress.epoch + self.progress.block / self.streams.blocks_per_epoch
 
-    def _optimizer_step(self, rows: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+    def _optimizer_step(self, rows: StreamRows | None) -> tuple[float, torch.Tensor | None]:
         """`gradient_accumulation_steps` batches (fewer at an epoch's end), then one optimizer step."""
         args, progress = self.args, self.progress
         if self.streams.records is None and (progress.block == 0 or self.cache is None):
@@ -233,7 +238,7 @@ class BPTTLoop:
             progress.epoch, progress.block = progress.epoch + 1, 0
         return float(step_loss), grad_norm
 
-    def _forward_backward(self, rows: torch.Tensor, micro: int, last: bool) -> torch.Tensor:
+    def _forward_backward(self, rows: StreamRows | None, micro: int, last: bool) -> torch.Tensor:
         """One of `micro` batches of a step: the next `block_size` tokens of every row from the carried state (in
         record mode, the next batch of records, each from the initial state), the gradients synchronized after the
         `last` one; returns the batch's loss (averaged over processes)."""
@@ -253,18 +258,18 @@ class BPTTLoop:
         self.cache = None if records else out.cache.detach()
         return mean_loss
 
-    def _next_batch(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _next_batch(self, rows: StreamRows | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The input tokens of this micro-batch and the tokens they predict (-100: none), on the device: the next
-        `block_size` tokens of every row of the stream, or the next batch of records (`RecordBatches`)."""
+        `block_size` tokens of this process's rows of the stream, or the next batch of records (`RecordBatches`)."""
         device = self.accelerator.device
         if self.streams.records is not None:
             inputs, targets = self.streams.records.batch(self.progress.epoch, self.progress.block)
             self._record_tokens += int((targets != -100).sum()) * self.accelerator.num_processes
             return inputs.to(device), targets.to(device)
-        start = self.progress.block * self.args.block_size
-        inputs = rows[:, start : start + self.args.block_size].to(device, torch.long)
-        targets = rows[:, start + 1 : start + 1 + self.args.block_size].to(device, torch.long)
-        return inputs, targets
+        first = self.accelerator.process_index * self.streams.local_rows
+        inputs, targets = rows.block(self.progress.epoch, self.progress.block,
+                                     slice(first, first + self.streams.local_rows))
+        return inputs.to(device), targets.to(device)
 
     def _after_step(self, step_loss: float, grad_norm) -> None:
         """The end of an optimizer step, as the Trainer does it: callbacks decide (BPTTFlowCallback: log, evaluate,

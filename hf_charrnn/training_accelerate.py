@@ -3,9 +3,11 @@
 Unlike the Trainer path (independent blocks, every block starts from a zero state), this loop reads the training
 text as karpathy/char-rnn does:
 
-* The training token stream (documents separated by `<eos>`, see `hf_charrnn.data.tokenize_stream`) is laid out as
-  `batch_size` contiguous rows (`hf_charrnn.data.batchify`). Batch `k` is the next `block_size` tokens of every row,
-  so row `i` of batch `k + 1` continues row `i` of batch `k`.
+* The training token stream (documents separated by `<eos>`, see `hf_charrnn.data.tokenize_stream`) is read as
+  `batch_size` rows. Batch `k` is the next `block_size` tokens of every row, so row `i` of batch `k + 1` continues
+  row `i` of batch `k`. Each epoch the rows read the stream in chunks of `stream_chunk_blocks` blocks in a fresh
+  order seeded by the seed and the epoch (`hf_charrnn.bptt_stream.StreamRows`), so that epochs differ;
+  `--stream_chunk_blocks 0` keeps char-rnn's one fixed layout of contiguous rows (`hf_charrnn.data.batchify`).
 * The recurrent state (`CharRNNCache`) is carried from one batch to the next, detached (`cache.detach()`), so the
   model learns from context longer than `block_size` while gradients stop at the batch boundary. It restarts from
   zeros at each epoch start.
@@ -57,6 +59,7 @@ from .memorisation import training_run_report
 from .reporting import generate_samples, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json, read_json_file
 from .bptt_budget import plan_bptt_budget, print_on_main_process, size_bptt_run
+from .bptt_stream import StreamRows
 from .time_budget import TimeBudget, run_started, save_plan
 from .token_encoding import id_dtype
 from .trainer_utils import (
@@ -258,13 +261,12 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator, records
         return _record_batches(args, dataset, tokenizer, records_mode, rank, world)
     _check_memory_for_stream(dataset["train"], tokenizer)
     train_ids = data_module.tokenize_stream(dataset["train"], tokenizer, compact=True)
-    blocks_per_epoch = data_module.num_stream_blocks(train_ids.numel(), args.batch_size, args.block_size, True)
-    if blocks_per_epoch < 1:
+    if data_module.num_stream_blocks(train_ids.numel(), args.batch_size, args.block_size, True) < 1:
         raise TrainingSetupError(
             f"The training split has {train_ids.numel()} tokens: too few for batch_size={args.batch_size} rows of "
             f"block_size={args.block_size} + 1 tokens. Lower --batch_size or --block_size, or give more text."
         )
-    rows = data_module.batchify(train_ids, args.batch_size)[rank * local_rows : (rank + 1) * local_rows]
+    rows = StreamRows(train_ids, args.batch_size, args.block_size, args.stream_chunk_blocks, args.seed)
     eval_sets = {}
     for split in ("validation", "test"):
         if split in dataset and (split == "validation" or args.evaluate_test_split):
@@ -275,7 +277,7 @@ def _token_streams(args: BPTTArguments, dataset, tokenizer, accelerator, records
                 characters = round(characters * args.max_eval_tokens / (ids.numel() - 1))
                 ids = ids[: args.max_eval_tokens + 1]
             eval_sets[split] = (ids, characters)
-    return BPTTStreams(rows=rows, local_rows=local_rows, blocks_per_epoch=blocks_per_epoch,
+    return BPTTStreams(rows=rows, local_rows=local_rows, blocks_per_epoch=rows.blocks_per_epoch,
                        train_tokens=int(train_ids.numel()), eval_sets=eval_sets)
 
 

@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from hf_charrnn import CharRNNCache, CharRNNConfig, CharRNNForCausalLM
 from hf_charrnn.cli.train_accelerate import main
+from hf_charrnn.bptt_stream import StreamRows
 from hf_charrnn.data import batchify, tokenize_stream
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 from hf_charrnn.trainer_utils import (
@@ -103,21 +104,34 @@ def assert_same_weights(a, b):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_state_is_carried_and_detached_between_batches(tmp_path):
-    """Each step's loss equals a hand-written stateful-BPTT loop (state carried, detached), and differs from a loop
-    that restarts every batch from zeros."""
+def classic_blocks(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block k of char-rnn's fixed layout of the test corpus in 4 rows of 16 tokens, by hand."""
+    rows = batchify(tokenize_stream(corpus()["train"], TOKENIZER), 4)
+    return rows[:, k * 16 : (k + 1) * 16], rows[:, k * 16 + 1 : (k + 1) * 16 + 1]
+
+
+def shuffled_blocks(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block k of the first epoch in chunks of 2 blocks (the layout StreamRows' own tests check)."""
+    rows = StreamRows(tokenize_stream(corpus()["train"], TOKENIZER), 4, 16, chunk_blocks=2, seed=42)
+    return rows.block(0, k, slice(None))
+
+
+@pytest.mark.parametrize("chunk_blocks, blocks", [(0, classic_blocks), (2, shuffled_blocks)])
+def test_state_is_carried_and_detached_between_batches(tmp_path, chunk_blocks, blocks):
+    """Each step's loss equals a hand-written stateful-BPTT loop (state carried, detached) over the stream's blocks,
+    and differs from a loop that restarts every batch from zeros."""
     steps = 8
     recorded = []
     run(tmp_path / "run", model=tiny_model(dropout=0.0), max_steps=steps, lr_scheduler_type="constant",
-        max_grad_norm=1.0, save_steps=0, callback=lambda info: recorded.append(info["loss"]))
+        max_grad_norm=1.0, save_steps=0, stream_chunk_blocks=chunk_blocks,
+        callback=lambda info: recorded.append(info["loss"]))
 
     def manual(carry: bool) -> list[float]:
         model = tiny_model(dropout=0.0).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-        rows = batchify(tokenize_stream(corpus()["train"], TOKENIZER), 4)
         cache, losses = CharRNNCache.zeros(model.config, 4), []
         for k in range(steps):
-            x, y = rows[:, k * 16 : (k + 1) * 16], rows[:, k * 16 + 1 : (k + 1) * 16 + 1]
+            x, y = blocks(k)
             if not carry:
                 cache = CharRNNCache.zeros(model.config, 4)
             out = model(input_ids=x, cache=cache, use_cache=True)
@@ -334,6 +348,8 @@ def test_resume_with_another_layout_is_refused(tmp_path):
     with pytest.raises(TrainingSetupError, match="block_size=16 \\(now 8\\)"):  # another folder's checkpoint
         other_checkpoint = str(tmp_path / "run" / "checkpoint-2")
         run(tmp_path / "other", max_steps=4, block_size=8, resume_from_checkpoint=other_checkpoint)
+    with pytest.raises(TrainingSetupError, match="stream_chunk_blocks=32 \\(now 0\\)"):  # the epochs' order differs
+        run(tmp_path / "run", max_steps=4, stream_chunk_blocks=0, resume_from_checkpoint="latest")
     assert resolve_checkpoint("latest", tmp_path / "run", BPTT_STATE_FILE).name == "checkpoint-2"
 
 
