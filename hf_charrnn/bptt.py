@@ -121,8 +121,10 @@ class BPTTLoop:
         layout = {"batch_size": self.args.batch_size, "block_size": self.args.block_size,
                   "gradient_accumulation_steps": self.args.gradient_accumulation_steps,
                   "train_tokens": self.streams.train_tokens}
-        if self.streams.records is None:  # the order of the stream's chunks (records have their own)
+        if self.streams.records is None:  # the stream's chunks and their order (records have their own)
             layout["stream_chunk_blocks"] = self.args.stream_chunk_blocks
+            if self.args.stream_chunk_blocks:
+                layout["seed"] = self.args.seed
         return layout
 
     # ---- resume ----------------------------------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class BPTTLoop:
         layout = dict(saved["layout"])
         layout.setdefault("block_size", layout.get("bptt_length"))  # the name checkpoints used before 0.x's rename
         layout.setdefault("stream_chunk_blocks", 0)  # checkpoints from before the per-epoch layout had a fixed one
-        different = {key: (layout[key], value) for key, value in self.layout.items() if layout[key] != value}
+        different = {key: (layout.get(key), value) for key, value in self.layout.items() if layout.get(key) != value}
         if different:
             raise TrainingSetupError(
                 f"Cannot resume exactly from {checkpoint}: it was made with a different layout "

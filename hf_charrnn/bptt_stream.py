@@ -11,8 +11,10 @@ blocks: the stream is cut into chunks of `chunk_blocks` blocks, the chunks are p
 seed and the epoch (so a resumed run reads exactly the same batches), and each row reads its share of chunks one after
 the other. Within a chunk the state is carried over consecutive text, as before; at a chunk boundary it goes on into
 another part of the text, as it does at a document boundary. The target of a chunk's last token is still the token
-that follows it in the text. Each epoch leaves out the chunks that do not fill a whole row (fewer than `batch_size`),
-different ones each time. `chunk_blocks=0` keeps the fixed layout.
+that follows it in the text. Chunks are at most `chunk_blocks` blocks long, evened out so that each row holds whole
+chunks (`even_chunk_blocks`); each epoch leaves out the chunks that do not make a whole batch (fewer than
+`batch_size`), different ones each time, about as much text as the fixed layout leaves out. `chunk_blocks=0` keeps
+the fixed layout.
 """
 
 from __future__ import annotations
@@ -22,14 +24,22 @@ import torch
 from .data import batchify, num_stream_blocks
 
 
+def even_chunk_blocks(chunk_blocks: int, row_blocks: int) -> int:
+    """At most `chunk_blocks` blocks a chunk, evened out so that a row of `row_blocks` blocks holds whole chunks: a
+    short row (a small corpus) would otherwise leave out up to half the stream every epoch."""
+    if chunk_blocks < 1 or row_blocks < 1:
+        return 0
+    chunks_per_row = -(-row_blocks // chunk_blocks)
+    return row_blocks // chunks_per_row
+
+
 class StreamRows:
     """`batch_size` rows of `block_size`-token blocks over `token_ids`, in a fresh chunk order each epoch."""
 
     def __init__(self, token_ids: torch.Tensor, batch_size: int, block_size: int, chunk_blocks: int, seed: int):
         self.ids, self.batch_size, self.block_size, self.seed = token_ids.flatten(), batch_size, block_size, seed
         row_blocks = num_stream_blocks(self.ids.numel(), batch_size, block_size, drop_last=True)
-        # A corpus too small for `batch_size` chunks of chunk_blocks each: chunks as long as they can be.
-        self.chunk_blocks = min(chunk_blocks, row_blocks)
+        self.chunk_blocks = even_chunk_blocks(chunk_blocks, row_blocks)
         if self.chunk_blocks > 0:
             chunk_tokens = self.chunk_blocks * block_size
             self.num_chunks = (self.ids.numel() - 1) // chunk_tokens  # each chunk's last target exists

@@ -50,12 +50,16 @@ class PrecisionChoice:
         return asdict(self)
 
 
-def resumed_precision(mixed_precision: str, checkpoint_name: str) -> PrecisionChoice:
-    """The precision a resumed run left to choose takes: its checkpoint's (measuring again could choose the other one
-    where the two are close, and the run would not continue exactly)."""
-    kind = "bf16 autocast" if mixed_precision == "bf16" else "fp32"
-    return PrecisionChoice(mixed_precision, f"{kind}: the precision {checkpoint_name} was trained in (a resumed run "
-                                            "keeps it)")
+def resumed_precision(recorded: str | None, checkpoint_name: str, cell_type: str,
+                      device_type: str) -> PrecisionChoice | None:
+    """The precision a resumed run left to choose takes: the one its checkpoint recorded (measuring again could choose
+    the other one where the two are close, and the run would not continue exactly). None (choose afresh): nothing
+    recorded, or a half precision this device has no kernels for (a checkpoint from another machine)."""
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recorded)
+    if not recorded or (half is not None and not bf16_kernels_work(device_type, cell_type, half)):
+        return None
+    kind = f"{recorded} autocast" if half is not None else "fp32"
+    return PrecisionChoice(recorded, f"{kind}: the precision {checkpoint_name} was trained in (a resumed run keeps it)")
 
 
 def bf16_kernels_work(device_type: str, cell_type: str = "lstm", dtype: torch.dtype = torch.bfloat16) -> bool:

@@ -30,12 +30,12 @@ def choose_trainer_precision(model, training_args, data_args: DataArguments,
     """bf16 autocast or fp32, set in `training_args` as Trainer reads it; a resumed run left to choose takes the one
     its checkpoint recorded (`PrecisionRecordCallback`)."""
     device_type, request = training_args.device.type, precision_request(training_args)
-    recorded = checkpoint_precision(checkpoint) if checkpoint and request is None else None
-    if recorded:
-        choice = resumed_precision(recorded, Path(checkpoint).name)
-    else:
-        choice = choose_precision(model, request, training_args.per_device_train_batch_size, data_args.block_size,
-                                  device_type, single_process=training_args.world_size == 1)
+    choice = None
+    if checkpoint and request is None:
+        choice = resumed_precision(checkpoint_precision(checkpoint), Path(checkpoint).name, model.config.cell_type,
+                                   device_type)
+    choice = choice or choose_precision(model, request, training_args.per_device_train_batch_size,
+                                        data_args.block_size, device_type, single_process=training_args.world_size == 1)
     training_args.bf16, training_args.mixed_precision = choice.bf16, choice.mixed_precision
     if choice.bf16 and device_type == "cpu":
         training_args.use_cpu = True  # TrainingArguments' rule for bf16 without a GPU

@@ -163,6 +163,13 @@ class PrecisionRecordCallback(TrainerCallback, ExportableState):
     def __init__(self, mixed_precision: str = "no", reason: str = ""):
         self.mixed_precision, self.reason = mixed_precision, reason
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # What the run trains in, from its arguments (a record restored by --restore_callback_states_from_checkpoint
+        # could be stale), and an entry Trainer's save can update: a checkpoint written before this callback
+        # existed has none, and Trainer's save looks it up.
+        self.mixed_precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
+        state.stateful_callbacks[type(self).__name__] = self.state()
+
     def state(self) -> dict:
         return {"args": {"mixed_precision": self.mixed_precision, "reason": self.reason}, "attributes": {}}
 

@@ -4,10 +4,11 @@ Unlike the Trainer path (independent blocks, every block starts from a zero stat
 text as karpathy/char-rnn does:
 
 * The training token stream (documents separated by `<eos>`, see `hf_charrnn.data.tokenize_stream`) is read as
-  `batch_size` rows. Batch `k` is the next `block_size` tokens of every row, so row `i` of batch `k + 1` continues
-  row `i` of batch `k`. Each epoch the rows read the stream in chunks of `stream_chunk_blocks` blocks in a fresh
-  order seeded by the seed and the epoch (`hf_charrnn.bptt_stream.StreamRows`), so that epochs differ;
-  `--stream_chunk_blocks 0` keeps char-rnn's one fixed layout of contiguous rows (`hf_charrnn.data.batchify`).
+  `batch_size` rows. Batch `k` is the next `block_size` tokens of every row. Each epoch the rows read the stream in
+  chunks of up to `stream_chunk_blocks` blocks in a fresh order seeded by the seed and the epoch
+  (`hf_charrnn.bptt_stream.StreamRows`), so that epochs differ: within a chunk, row `i` of batch `k + 1` continues
+  row `i` of batch `k`. `--stream_chunk_blocks 0` keeps char-rnn's one fixed layout of contiguous rows
+  (`hf_charrnn.data.batchify`).
 * The recurrent state (`CharRNNCache`) is carried from one batch to the next, detached (`cache.detach()`), so the
   model learns from context longer than `block_size` while gradients stop at the batch boundary. It restarts from
   zeros at each epoch start.
@@ -49,7 +50,7 @@ from transformers import TrainerCallback, get_scheduler
 
 from . import data as data_module
 from . import records
-from .accelerator_setup import make_accelerator, resolve_mixed_precision
+from .accelerator_setup import make_accelerator, resolve_mixed_precision, training_device_type
 from .bptt import BPTTLoop, BPTTStreams
 from .checkpoints import BPTT_STATE_FILE, resolve_checkpoint
 from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
@@ -338,10 +339,11 @@ def _precision_and_accelerator(args: BPTTArguments, model, accelerator,
         return PrecisionChoice(accelerator.mixed_precision, "the Accelerator passed to train_bptt"), accelerator
     saved = read_json_file(checkpoint / BPTT_STATE_FILE, "state file") if checkpoint is not None else None
     try:
-        if args.mixed_precision == "auto" and saved and saved.get("mixed_precision"):
-            precision = resumed_precision(saved["mixed_precision"], checkpoint.name)
-        else:
-            precision = resolve_mixed_precision(args, model)
+        precision = None
+        if args.mixed_precision == "auto" and saved:
+            precision = resumed_precision(saved.get("mixed_precision"), checkpoint.name, model.config.cell_type,
+                                          training_device_type(args))
+        precision = precision or resolve_mixed_precision(args, model)
     except ValueError as error:
         raise TrainingSetupError(str(error)) from error
     accelerator = make_accelerator(args, precision)

@@ -1,5 +1,6 @@
 """The training stream's per-epoch layout (`hf_charrnn.bptt_stream.StreamRows`), checked against the stream itself."""
 
+import pytest
 import torch
 
 from hf_charrnn.bptt_stream import StreamRows
@@ -25,15 +26,17 @@ def test_fixed_layout_is_char_rnns():
 
 def test_shuffled_chunks_read_the_text_in_order_within_a_chunk():
     rows = StreamRows(POSITIONS, batch_size=4, block_size=8, chunk_blocks=5, seed=3)
-    chunk_tokens = 5 * 8
+    size = rows.chunk_blocks
+    assert size == 4  # rows of 156 blocks: 39 chunks of 4 rather than 31 of 5 and one left over
+    chunk_tokens = size * 8
     assert rows.num_chunks == (5_000 - 1) // chunk_tokens and rows.chunks_per_row == rows.num_chunks // 4
-    assert rows.blocks_per_epoch == rows.chunks_per_row * 5
+    assert rows.blocks_per_epoch == rows.chunks_per_row * size
     blocks = epoch_blocks(rows, 0)
     for index, (inputs, targets) in enumerate(blocks):
         assert inputs.shape == targets.shape == (4, 8)
         assert torch.equal(targets, inputs + 1)  # every target is the token after its input in the text
-        assert bool((inputs[:, 0] % chunk_tokens == (index % 5) * 8).all())  # blocks sit on the chunk grid
-        if index % 5:  # within a chunk, each row goes on where it left off
+        assert bool((inputs[:, 0] % chunk_tokens == (index % size) * 8).all())  # blocks sit on the chunk grid
+        if index % size:  # within a chunk, each row goes on where it left off
             assert torch.equal(inputs[:, 0], blocks[index - 1][0][:, -1] + 1)
     read = torch.cat([inputs.flatten() for inputs, _ in blocks])
     assert read.unique().numel() == read.numel() == rows.blocks_per_epoch * 4 * 8  # no token read twice in an epoch
@@ -55,6 +58,17 @@ def test_processes_read_disjoint_rows_of_the_same_batch():
         whole = rows.block(2, block, slice(0, 4))[0]
         halves = [rows.block(2, block, slice(rank * 2, rank * 2 + 2))[0] for rank in (0, 1)]
         assert torch.equal(torch.cat(halves), whole)
+
+
+@pytest.mark.parametrize("tokens", [20_000, 100_000, 130_000, 1_000_000])
+def test_an_epoch_reads_about_as_much_of_the_stream_as_the_fixed_layout(tokens):
+    """Chunks evened out to the rows: an epoch leaves out at most about 1/chunk_blocks more than the fixed layout
+    (chunks of exactly 32 blocks left out half of a 130 k-token stream in rows of 64 x 32)."""
+    stream = torch.zeros(tokens, dtype=torch.uint8)
+    fixed = StreamRows(stream, 64, 32, chunk_blocks=0, seed=0).blocks_per_epoch
+    chunked = StreamRows(stream, 64, 32, chunk_blocks=32, seed=0)
+    assert 1 <= chunked.chunk_blocks <= 32
+    assert fixed * (1 - 1 / 32) - 1 <= chunked.blocks_per_epoch <= fixed
 
 
 def test_a_small_stream_takes_chunks_as_long_as_the_rows():

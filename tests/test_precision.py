@@ -19,6 +19,7 @@ from hf_charrnn.precision import (
     decide_from_timings,
     measured_choice,
     precisions_to_time,
+    resumed_precision,
 )
 from hf_charrnn.trainer import train
 from hf_charrnn.trainer_utils import TrainingSetupError
@@ -53,6 +54,17 @@ def test_asked_for_precisions_are_taken_or_refused_without_measuring():
         else:
             with pytest.raises(ValueError, match=f"bf16 does not work for {cell_type} layers.*--no_bf16"):
                 choose_precision(tiny(cell_type), True, 8, 16, "cpu")
+
+
+def test_a_resumed_run_keeps_its_checkpoints_precision_where_it_can_run():
+    assert resumed_precision("no", "checkpoint-8", "lstm", "cpu").as_dict() == {
+        "mixed_precision": "no", "reason": "fp32: the precision checkpoint-8 was trained in (a resumed run keeps it)",
+        "fp32_ms_per_step": None, "bf16_ms_per_step": None}
+    assert resumed_precision(None, "checkpoint-8", "lstm", "cpu") is None  # not recorded: choose afresh
+    kept = resumed_precision("bf16", "checkpoint-8", "gru", "cpu")
+    assert (kept is not None) == bf16_kernels_work("cpu", "gru")
+    if not torch.cuda.is_available():  # a GPU checkpoint resumed on this CPU machine: no CUDA kernels, choose afresh
+        assert resumed_precision("bf16", "checkpoint-8", "lstm", "cuda") is None
 
 
 def test_the_measured_choice_follows_its_own_measurement():

@@ -320,8 +320,17 @@ def test_a_resumed_run_keeps_the_precision_its_checkpoint_was_trained_in(corpus,
     resumed = run(tiny_argv(corpus, output_dir, "--max_steps", "30", "--resume_from_checkpoint", "latest"))
     assert resumed["precision"]["mixed_precision"] == record["mixed_precision"]
     assert "checkpoint-20 was trained in (a resumed run keeps it)" in resumed["precision"]["reason"]
-    final = json.loads((output_dir / "checkpoint-30" / TRAINER_STATE_FILE).read_text())
+    final_file = output_dir / "checkpoint-30" / TRAINER_STATE_FILE
+    final = json.loads(final_file.read_text())
     assert final["stateful_callbacks"]["PrecisionRecordCallback"]["args"]["mixed_precision"] == record["mixed_precision"]
+
+    del final["stateful_callbacks"]["PrecisionRecordCallback"]  # as an earlier version wrote it: choose afresh
+    final_file.write_text(json.dumps(final))
+    again = run(tiny_argv(corpus, output_dir, "--max_steps", "40", "--resume_from_checkpoint", "latest"))
+    assert "was trained in" not in again["precision"]["reason"] and again["steps"] == 40
+    last = json.loads((output_dir / "checkpoint-40" / TRAINER_STATE_FILE).read_text())
+    assert last["stateful_callbacks"]["PrecisionRecordCallback"]["args"]["mixed_precision"] == \
+        again["precision"]["mixed_precision"]
 
 
 @pytest.mark.slow

@@ -350,7 +350,25 @@ def test_resume_with_another_layout_is_refused(tmp_path):
         run(tmp_path / "other", max_steps=4, block_size=8, resume_from_checkpoint=other_checkpoint)
     with pytest.raises(TrainingSetupError, match="stream_chunk_blocks=32 \\(now 0\\)"):  # the epochs' order differs
         run(tmp_path / "run", max_steps=4, stream_chunk_blocks=0, resume_from_checkpoint="latest")
+    with pytest.raises(TrainingSetupError, match="seed=42 \\(now 7\\)"):  # so does the chunks' order
+        train_bptt(model=tiny_model(), tokenizer=TOKENIZER, dataset=corpus(),
+                   **quiet(output_dir=str(tmp_path / "other-seed"), max_steps=4, seed=7,
+                           resume_from_checkpoint=other_checkpoint))
     assert resolve_checkpoint("latest", tmp_path / "run", BPTT_STATE_FILE).name == "checkpoint-2"
+
+
+def test_a_run_from_before_the_chunked_layout_continues_with_its_own_options(tmp_path):
+    """A run of an earlier version (one fixed layout, clipping at 5, no warm-up: no stream_chunk_blocks in its
+    checkpoint) is not continued with today's defaults, and is with the options the README names."""
+    earlier = dict(stream_chunk_blocks=0, warmup_ratio=0.0, max_grad_norm=5.0)
+    first = run(tmp_path / "run", max_steps=2, save_steps=2, **earlier)
+    state_file = Path(first["checkpoint"]) / BPTT_STATE_FILE
+    saved = json.loads(state_file.read_text())
+    del saved["layout"]["stream_chunk_blocks"]
+    state_file.write_text(json.dumps(saved))
+    with pytest.raises(TrainingSetupError, match="(?s)max_grad_norm: 5.0 -> 1.0.*warmup_ratio: 0.0 -> 0.02"):
+        run(tmp_path / "run", max_steps=4, resume_from_checkpoint="latest")
+    assert run(tmp_path / "run", max_steps=4, resume_from_checkpoint="latest", **earlier)["steps"] == 4
 
 
 # ----------------------------------------------------------------------------------------------------------------------
