@@ -26,12 +26,13 @@ The rule, and the measurements behind it (2-core CPU, the embedded Shakespeare c
   rule takes the largest 2- or 3-layer LSTM of `CANDIDATES` that (a) will see at least `TOKENS_PER_PARAMETER`
   training characters per parameter in the time the budget leaves for steps, its step timed here on the run's batch
   and in the precision the run will take (on a bf16 machine the faster of bf16 and fp32; on an AMX Xeon that picks a
-  2 x 384 for the BPTT path's ten minutes, which scored 2.193 against the fp32-sized 2 x 256's 2.179), and (b) has
-  no more parameters than the training text has characters: char-rnn's advice, since a model that can store its
-  corpus memorises it. The threshold is the demo's measurement: on the development machine its 2 x 256
-  LSTM (0.9 M parameters) sees about 8-10 characters per parameter in ten minutes and beat the default 2 x 512
-  (3.3 M parameters), which sees about a third of that; so a 10-minute budget there picks the demo's model. On a
-  faster machine or a longer budget the rule grows the model; on a small corpus the ceiling stops it.
+  2 x 384 for the BPTT path's ten minutes, which scored 2.193 against the fp32-sized 2 x 256's 2.179 with the earlier
+  defaults, and 2.067-2.076 with today's), and (b) has no more parameters than the training text has characters:
+  char-rnn's advice, since a model that can store its corpus memorises it. The threshold is the demo's
+  measurement: on the development machine its 2 x 256 LSTM (0.9 M parameters) sees about 8-10 characters per
+  parameter in ten minutes and beat the default 2 x 512 (3.3 M parameters), which sees about a third of that; so a
+  10-minute budget there picks the demo's model. On a faster machine or a longer budget the rule grows the model;
+  on a small corpus the ceiling stops it.
 
 Explicit options always win: a given `--hidden_size`, `--num_layers`, `--embedding_dim`, batch size, learning rate or
 (train-accelerate's) `--block_size` is kept, and a model being fine-tuned keeps its shape. The choice and its reason
