@@ -33,9 +33,9 @@ class BPTTArguments:
     )
     stream_chunk_blocks: int = field(
         default=32,
-        metadata={"help": "Each epoch, the rows read the training stream in chunks of this many blocks, in a fresh "
-                          "random order (seeded by --seed and the epoch), so that the batches differ from epoch to "
-                          "epoch; 0 keeps one fixed layout (char-rnn's)."},
+        metadata={"help": "Each epoch, the rows read the training stream in chunks of up to this many blocks "
+                          "(evened out to the rows' length), in a fresh random order (seeded by --seed and the epoch), "
+                          "so that the batches differ from epoch to epoch; 0 keeps one fixed layout (char-rnn's)."},
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Consecutive batches per optimizer step (the state flows through them)."}
