@@ -9,9 +9,10 @@ ONE commit (``HfApi.create_commit``):
 * the tokenizer: ``tokenizer.json``, ``tokenizer_config.json`` (and the other tokenizer
   files transformers may write);
 * the remote code that ``config.json``'s ``auto_map`` names (``configuration_charrnn.py``,
-  ``modeling_charrnn.py``: ``save_pretrained`` writes them because the package calls
-  ``register_for_auto_class``; if they are missing, the installed package's copies are used),
-  so the repo loads with ``trust_remote_code=True`` where hf_charrnn is not installed;
+  ``modeling_charrnn.py``): the installed package's copies, not the ones ``save_pretrained``
+  left in the folder, so every push refreshes a repo's code to the tested version
+  (:mod:`hf_charrnn.remote_code`) and the repo loads with ``trust_remote_code=True`` where
+  hf_charrnn is not installed;
 * ``README.md``: the model card (:func:`hf_charrnn.model_card.render_model_card`);
 * ``training_summary.json`` and the loss-curve image, when present.
 
@@ -51,6 +52,7 @@ from .model_card import (
 from .explain.report import is_explain_report, report_model_fingerprint
 from .model_loading import WEIGHTS_INDEX, check_model_folder, index_shards
 from .modeling_charrnn import CharRNNForCausalLM
+from .remote_code import package_copy
 from .reporting import LOSS_CURVE_FILE, SUMMARY_FILE
 from .states import model_fingerprint
 
@@ -182,13 +184,12 @@ def collect_upload(output_dir: str | os.PathLike, repo_id: str, *, license: str 
         files[WEIGHTS_INDEX] = folder / WEIGHTS_INDEX
         for shard in index_shards(folder):  # check_push_folder read the index
             files[shard] = folder / shard
-    package_dir = Path(__file__).resolve().parent
     for module in _remote_code_modules(config):
         name = f"{module}.py"
-        if (folder / name).is_file():
+        if package_copy(name) is not None:  # the installed, tested code, even where the folder has an older copy
+            files[name] = package_copy(name)
+        elif (folder / name).is_file():
             files[name] = folder / name
-        elif (package_dir / name).is_file():
-            files[name] = package_dir / name
         else:
             raise PushToHubError(
                 f"config.json's auto_map refers to {name}, which is neither in {folder} nor in hf_charrnn.")

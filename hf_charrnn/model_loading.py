@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import urllib.parse
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from huggingface_hub import constants as hub_constants
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .configuration_charrnn import CharRNNConfig
+from .remote_code import stale_code_warning
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 WEIGHTS_FILE = "model.safetensors"
@@ -102,9 +104,12 @@ def _load(name: str, **options):
     return model, tokenizer
 
 
-def load_from_hub(repo_id: str, **options):
-    """A Hub model; from the local cache alone when the Hub cannot be reached, with an answer in seconds."""
-    if hub_constants.HF_HUB_OFFLINE or hub_is_reachable():
+def load_from_hub(repo_id: str, *, online: bool | None = None, **options):
+    """A Hub model; from the local cache alone when the Hub cannot be reached (`online` False, probed when None),
+    with an answer in seconds."""
+    if online is None:
+        online = hub_constants.HF_HUB_OFFLINE or hub_is_reachable()
+    if online:
         return _load(repo_id, **options)
     try:
         return _load(repo_id, local_files_only=True, **options)
@@ -138,6 +143,11 @@ def load_model_and_tokenizer(name: str, revision: str | None = None, device: str
     if folder.is_dir() or looks_local(name):
         check_model_folder(folder)
         model, tokenizer = _load(str(folder), trust_remote_code=trust_remote_code)
+        stale_code = stale_code_warning(name)
     else:
-        model, tokenizer = load_from_hub(name, revision=revision, trust_remote_code=trust_remote_code)
+        online = hub_constants.HF_HUB_OFFLINE or hub_is_reachable()
+        model, tokenizer = load_from_hub(name, online=online, revision=revision, trust_remote_code=trust_remote_code)
+        stale_code = stale_code_warning(name, revision, local_files_only=not online or hub_constants.HF_HUB_OFFLINE)
+    if stale_code:
+        print(f"warning: {stale_code}", file=sys.stderr)
     return model.to(device).eval(), tokenizer

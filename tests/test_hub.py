@@ -6,12 +6,14 @@ tests/fake_hub/fixtures.py); this process builds tiny models and compares result
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
+import hf_charrnn
 from hf_charrnn import CharRNNForCausalLM
 from conftest import PROMPT, TEXT, make_output_dir
 from hf_charrnn.hub import PushToHubError, check_push_folder, check_repo_id, collect_upload
@@ -311,9 +313,12 @@ def test_upload_set_is_the_model_not_the_run(tmp_path):
         "README.md", "config.json", "configuration_charrnn.py", "generation_config.json", "loss_curve.png",
         "model.safetensors", "modeling_charrnn.py", "tokenizer.json", "tokenizer_config.json",
         "training_summary.json"])
-    # Without the remote-code files in the folder, the installed package's copies go up.
+    # The installed package's copies go up, whether the folder has none or an older one.
+    installed = (Path(hf_charrnn.__file__).parent / "modeling_charrnn.py").read_bytes()
     (folder / "modeling_charrnn.py").unlink()
-    assert collect_upload(folder, "someone/x")["modeling_charrnn.py"].name == "modeling_charrnn.py"
+    assert Path(collect_upload(folder, "someone/x")["modeling_charrnn.py"]).read_bytes() == installed
+    (folder / "modeling_charrnn.py").write_text("# an earlier version's model file\n", encoding="utf-8")
+    assert Path(collect_upload(folder, "someone/x")["modeling_charrnn.py"]).read_bytes() == installed
 
 
 @pytest.mark.slow

@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import tiny_model
+import hf_charrnn
+from conftest import PROMPT, hf_charrnn_in_process, make_output_dir, tiny_model
 
 LOAD_WITHOUT_PACKAGE = textwrap.dedent(
     """
@@ -61,3 +63,20 @@ def test_saved_folder_generates_the_same_tokens_without_the_package(tmp_path, ce
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert loaded["classes"] == ["CharRNNForCausalLM", "CharRNNModel"]
     assert loaded["tokens"] == expected
+
+
+def test_loading_a_checkpoint_with_an_earlier_model_file_says_so_with_the_refresh_command(tmp_path):
+    """What remote-code users of a checkpoint run is its copy of the model file: the commands that load one name a
+    copy that is not the installed package's, and push uploads the installed one (tests/test_hub.py)."""
+    folder = make_output_dir(tmp_path / "out")
+    args = ("generate", folder, "--prompt", PROMPT, "--max_new_tokens", "4", "--greedy")
+    current = hf_charrnn_in_process(*args)
+    assert current.returncode == 0 and "differs from the installed" not in current.stderr
+    installed = (Path(hf_charrnn.__file__).parent / "modeling_charrnn.py").read_text(encoding="utf-8")
+    (folder / "modeling_charrnn.py").write_text(installed.replace("class CharRNNCache:", "class CharRNNCache:  # 0.0"),
+                                                encoding="utf-8")
+    earlier = hf_charrnn_in_process(*args)
+    assert earlier.returncode == 0 and earlier.stdout == current.stdout  # this machine runs the installed code
+    assert f"warning: {folder} carries model code (modeling_charrnn.py) that differs from the installed" in \
+        earlier.stderr
+    assert f"`hf-charrnn push {folder} USER/REPO`" in earlier.stderr
