@@ -4,6 +4,7 @@ from transformers import PretrainedConfig
 
 CELL_TYPES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 INPUT_ENCODINGS = ("embedding", "one_hot")
+SPECIAL_TOKEN_ID_NAMES = ("pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id")
 
 
 class CharRNNConfig(PretrainedConfig):
@@ -118,7 +119,7 @@ class CharRNNConfig(PretrainedConfig):
                 "tie_word_embeddings=True needs input_encoding='embedding': one-hot inputs have no embedding matrix "
                 "to share. Set tie_word_embeddings=False or input_encoding='embedding'."
             )
-        for name in ("pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id"):
+        for name in SPECIAL_TOKEN_ID_NAMES:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and 0 <= value < self.vocab_size):
                 raise ValueError(

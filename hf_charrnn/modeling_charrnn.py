@@ -29,17 +29,25 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import ALL_CACHE_NAMES
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
-from .configuration_charrnn import CharRNNConfig
+from .configuration_charrnn import SPECIAL_TOKEN_ID_NAMES, CharRNNConfig
 
 _RNN_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": nn.RNN, "rnn_relu": nn.RNN}
 _CELL_FUNCTIONS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn_tanh": torch.rnn_tanh_cell,
                    "rnn_relu": torch.rnn_relu_cell}
 # The same recurrences over a whole sequence (dense or packed), called one layer at a time for per-layer outputs.
 _SEQUENCE_FUNCTIONS = {"lstm": torch.lstm, "gru": torch.gru, "rnn_tanh": torch.rnn_tanh, "rnn_relu": torch.rnn_relu}
+ASSISTED_DECODING_MESSAGE = (
+    "{name} does not support assisted or prompt-lookup decoding (assistant_model=, prompt_lookup_num_tokens=, "
+    "assistant_early_exit=): they verify several draft tokens at once and rewind to the last accepted one, and "
+    "rewinding a recurrent state means keeping or recomputing the state at every drafted position, which costs a "
+    "char-RNN about as much as the steps it saves. Decode without them: greedy (do_sample=False), sampling, or beam "
+    "search."
+)
 NO_ATTENTION_MESSAGE = ("output_attentions=True: a CharRNN is a recurrent model and has no attention weights to "
                         "return. Ask for output_hidden_states=True to get every layer's outputs.")
 
@@ -178,7 +186,6 @@ class CharRNNPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
-    _is_stateful = True  # generate() refuses assisted decoding: a recurrent state cannot be rewound
     _no_split_modules = ["CharRNNModel"]
     _input_embed_layer = "embeddings"  # transformers' get/set_input_embeddings find it (on `model` for the LM)
 
@@ -198,13 +205,28 @@ class CharRNNPreTrainedModel(PreTrainedModel):
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
 
-    def resize_token_embeddings(self, *args, **kwargs):
-        """transformers' resize for a learned embedding; a one-hot input has no table to resize, so it says so."""
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                *args, **kwargs):
+        """transformers' resize for a learned embedding. A one-hot input has no table to resize, and a vocabulary that
+        would lose a special token the config names (its id >= the new size) is refused before anything changes:
+        transformers only warns there, and the saved config would then not load."""
         if self.config.input_encoding == "one_hot":
             raise ValueError("resize_token_embeddings: with input_encoding='one_hot' the input width is the vocabulary "
                              "size, so new tokens would change the first recurrent layer's weights, not an embedding "
                              "table. Train with input_encoding='embedding' to add tokens later, or a new model.")
-        return super().resize_token_embeddings(*args, **kwargs)
+        if new_num_tokens is not None:
+            size = new_num_tokens
+            if pad_to_multiple_of:  # transformers rounds the size up to a multiple
+                size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+            lost = {name: value for name in SPECIAL_TOKEN_ID_NAMES
+                    if (value := getattr(self.config, name, None)) is not None and value >= size}
+            if lost:
+                named = ", ".join(f"{name}={value}" for name, value in lost.items())
+                raise ValueError(
+                    f"resize_token_embeddings({new_num_tokens}): the new vocabulary of {size} tokens would drop the "
+                    f"special tokens the config names ({named}). Keep at least {max(lost.values()) + 1} tokens, or "
+                    "give those tokens ids below the new size (or None) in model.config and the tokenizer first.")
+        return super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, *args, **kwargs)
 
     @classmethod
     def _supports_default_dynamic_cache(cls) -> bool:
@@ -222,8 +244,11 @@ class CharRNNPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """Load safetensors weights only, and explain a damaged weights file instead of failing inside safetensors."""
+        """Load safetensors weights only, and explain a damaged weights file instead of failing inside safetensors.
+        Hub kernels stay off unless asked for (`use_kernels=True`): none replaces a CharRNN layer, and from 5.25 on
+        transformers turns them on by default and re-applies them at every train()/eval() switch."""
         kwargs.setdefault("use_safetensors", True)
+        kwargs.setdefault("use_kernels", False)
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except SafetensorError as error:
@@ -626,6 +651,14 @@ class CharRNNForCausalLM(CharRNNPreTrainedModel, GenerationMixin):
         if not is_first_iteration and state is not None and next_sequence_length == 1:
             attention_mask = None  # the mask of a generated token is 1 (generate() appends ones): nothing to skip
         return {**inputs, "cache": state, "attention_mask": attention_mask, **kwargs}
+
+    def _validate_generation_mode(self, generation_mode, *args, **kwargs):
+        """generate()'s check of the decoding mode, with our refusal of assisted and prompt-lookup decoding first: the
+        same clear error on every transformers release (5.23 and 5.24 refused them through `_is_stateful`, which 5.25
+        removed along with that check)."""
+        if generation_mode == GenerationMode.ASSISTED_GENERATION:
+            raise ValueError(ASSISTED_DECODING_MESSAGE.format(name=type(self).__name__))
+        return super()._validate_generation_mode(generation_mode, *args, **kwargs)
 
     if not STATE_IS_CALLED_CACHE:
 

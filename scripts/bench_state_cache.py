@@ -2,8 +2,10 @@
 
 transformers ships `LinearAttentionLayer` (cache_utils), which Mamba uses through `get_recurrent_state` /
 `update_recurrent_state`. This prints, for the installed release, what such a cache offers that generate() and
-CharRNN rely on (tokens consumed, repeating rows, the `is_linear` flag 5.24's generate() reads before it cuts a
-continued prompt), and the cost of one decoding step with either cache, as a ratio measured in the same run.
+CharRNN rely on (tokens consumed: an int up to 5.24, a tensor from 5.25; repeating rows; the `is_linear` flag that
+5.24's generate() read before it cut a continued prompt and 5.25's no longer reads; `is_croppable`, True from 5.25,
+where the layer keeps a history of states so assisted decoding can rewind), and the cost of one decoding step with
+either cache, as a ratio measured in the same run.
 
     python scripts/bench_state_cache.py [--hidden_size 512] [--num_layers 2] [--steps 2000]
 """
@@ -29,6 +31,7 @@ def capabilities(num_layers: int, hidden_size: int) -> dict[str, str]:
     probes = {
         "get_seq_length": lambda: cache.get_seq_length(),
         "is_linear": lambda: cache.is_linear,
+        "is_croppable": lambda: getattr(cache, "is_croppable", "absent"),
         "batch_repeat_interleave": lambda: tuple(cache.batch_repeat_interleave(2) or cache.layers[0].recurrent_states[0].shape),
     }
     found = {}

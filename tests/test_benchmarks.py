@@ -306,3 +306,33 @@ def test_bench_explain_measures_the_page_against_plain_text():
     assert result["load_ratio_to_plain_text"] == pytest.approx(
         result["page_load_s"] / result["plain_text_load_s"], rel=0.02, abs=0.01)
     assert result["switch_unit_s"] > 0 and result["switch_layer_s"] > 0
+
+
+def test_prompt_lookup_drafts_what_transformers_candidate_generator_drafts():
+    """bench_assisted_decoding's drafts against transformers' own PromptLookupCandidateGenerator, on random token
+    sequences from a small alphabet (many repeated n-grams)."""
+    from transformers.generation.candidate_generator import PromptLookupCandidateGenerator
+
+    bench = load_script("bench_assisted_decoding")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        tokens = torch.randint(0, 4, (1, int(torch.randint(2, 30, (1,), generator=generator))), generator=generator)
+        candidates = PromptLookupCandidateGenerator(num_output_tokens=5, max_matching_ngram_size=2, max_length=1000)
+        drafted, _ = candidates.get_candidates(tokens)
+        assert bench.find_drafts(tokens[0].tolist(), ngram=2, count=5) == drafted[0, tokens.shape[1]:].tolist()
+
+
+def test_prompt_lookup_with_rewinds_decodes_exactly_what_greedy_generate_does():
+    bench = load_script("bench_assisted_decoding")
+    torch.manual_seed(0)
+    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=6, hidden_size=16, embedding_dim=4, num_layers=2,
+                                             pad_token_id=None, eos_token_id=None, bos_token_id=None,
+                                             unk_token_id=None)).eval()
+    prompt = torch.tensor([[0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 4, 0, 1]])
+    rounds, rewinds = [], []
+    expected = bench.with_generate(model, prompt, 40)
+    assert bench.with_prompt_lookup(model, prompt, 40, ngram=2, draft_tokens=4, rounds=rounds,
+                                    rewinds=rewinds) == expected
+    assert bench.with_plain_loop(model, prompt, 40) == expected
+    assert rounds and len(rewinds) == sum(accepted < drafted for drafted, accepted in rounds)
+

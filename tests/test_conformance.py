@@ -199,6 +199,26 @@ def test_resize_grows_the_vocabulary_or_says_why_not(model):
     torch.testing.assert_close(after[:, : PROMPT.shape[1], :vocab], before, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("new_size, pad_to", [(2, None), (3, None), (1, 2)])
+def test_a_resize_that_would_drop_a_special_token_is_refused_before_anything_changes(new_size, pad_to):
+    """transformers' common resize test shrinks the vocabulary below its special ids (transformers only warns); the
+    config would then not load again, so ours refuses and says what to do."""
+    model = tiny_model(eos_token_id=3)  # and bos_token_id=2
+    weights = model.model.embeddings.weight.clone()
+    with pytest.raises(ValueError, match=r"would drop the special tokens .*eos_token_id=3.*Keep at least 4 tokens"):
+        model.resize_token_embeddings(new_size, pad_to_multiple_of=pad_to)
+    assert model.config.vocab_size == weights.shape[0] and torch.equal(model.model.embeddings.weight, weights)
+
+
+def test_a_shrink_that_keeps_the_special_tokens_saves_and_loads(tmp_path):
+    model = tiny_model()
+    model.resize_token_embeddings(6, pad_to_multiple_of=4)  # rounds up to 8; ids 0-3 stay
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.vocab_size == 8 and loaded.lm_head.weight.shape[0] == 8
+    torch.testing.assert_close(loaded.model.embeddings.weight, model.model.embeddings.weight[:8], rtol=0, atol=0)
+
+
 def test_save_and_load_keep_every_output(model, tmp_path):
     model.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()

@@ -124,12 +124,20 @@ def test_generation_stops_at_eos_and_pads_finished_rows():
     assert output.shape == (2, 3) and torch.all(output[:, -1] == 3)
 
 
-def test_assisted_decoding_is_refused_because_the_model_is_stateful():
+@pytest.mark.parametrize("assistance", [
+    dict(assistant_model="tiny"), dict(prompt_lookup_num_tokens=3), dict(assistant_early_exit=1),
+    dict(prompt_lookup_num_tokens=3, cache="ours"),  # with our cache passed, 5.25 would fail on a missing method
+], ids=["assistant_model", "prompt_lookup", "early_exit", "prompt_lookup_with_cache"])
+def test_assisted_and_prompt_lookup_decoding_are_refused_with_our_message(assistance):
+    """On every release in the range: 5.23/5.24 had a refusal of their own (`_is_stateful`), 5.25 none."""
     model = tiny_model()
-    with pytest.raises(ValueError, match="stateful"):
-        model.generate(PROMPT, assistant_model=tiny_model(seed=1), do_sample=False, max_new_tokens=5)
-    with pytest.raises(ValueError, match="stateful"):
-        model.generate(PROMPT, prompt_lookup_num_tokens=3, do_sample=False, max_new_tokens=5)
+    if assistance.get("assistant_model") == "tiny":
+        assistance["assistant_model"] = tiny_model(seed=1)
+    if assistance.get("cache") == "ours":
+        assistance["cache"] = model(PROMPT[:, :-1], use_cache=True).cache
+    with pytest.raises(ValueError, match="CharRNNForCausalLM does not support assisted or prompt-lookup decoding.*"
+                                         "Decode without them"):
+        model.generate(PROMPT, do_sample=False, max_new_tokens=5, **assistance)
 
 
 def test_negative_max_new_tokens_is_refused():

@@ -1,4 +1,5 @@
-"""The model state's name across transformers releases: `past_key_values` up to 5.23, `cache` from 5.24 on.
+"""What hf_charrnn relies on from transformers, one test per hook, across the supported releases: the model state's
+name (`past_key_values` up to 5.23, `cache` from 5.24 on), the generation hooks, the loading options.
 
 The expectations come from the installed transformers itself: the first of its `ALL_CACHE_NAMES` is the name its
 generate() passes to forward() and reads back from the outputs. The suite runs on both ends of the supported range
@@ -10,11 +11,12 @@ import warnings
 
 import pytest
 import torch
-from transformers import set_seed
+from transformers import AutoModelForCausalLM, GenerationConfig, GenerationMixin, set_seed
+from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import ALL_CACHE_NAMES
 
 from conftest import tiny_model
-from hf_charrnn import CharRNNCache, CharRNNCausalLMOutput, CharRNNModelOutput
+from hf_charrnn import CharRNNCache, CharRNNCausalLMOutput, CharRNNForCausalLM, CharRNNModelOutput
 
 RELEASE_STATE_NAME = ALL_CACHE_NAMES[0]  # what generate() of the installed release passes and reads
 PROMPT = torch.tensor([[5, 9, 13, 7, 21, 4]])
@@ -99,3 +101,51 @@ def test_generate_still_takes_the_old_keyword():
         warnings.simplefilter("ignore", FutureWarning)  # deprecated from 5.24 on; the point here is that it works
         second = model.generate(first.sequences, past_key_values=first.cache, do_sample=True, max_new_tokens=6)
     assert torch.equal(second, whole)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The generation hooks the model relies on (read from transformers' generation/utils.py on 5.23-5.25). Each test names
+# one: when a release changes it, that test fails, not the hundred that use generate().
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_generate_asks_the_model_to_validate_its_decoding_mode_before_decoding(monkeypatch):
+    """Our refusal of assisted decoding lives in `_validate_generation_mode(mode, config, mode_kwargs)`, which
+    generate() calls once per call with the mode it chose (5.25 dropped `_is_stateful`, the flag we used before)."""
+    seen = []
+    original = CharRNNForCausalLM._validate_generation_mode
+
+    def recording(self, generation_mode, *args, **kwargs):
+        seen.append(generation_mode)
+        return original(self, generation_mode, *args, **kwargs)
+
+    monkeypatch.setattr(CharRNNForCausalLM, "_validate_generation_mode", recording)
+    model = tiny_model()
+    model.generate(PROMPT, do_sample=False, max_new_tokens=2)
+    model.generate(PROMPT, do_sample=True, max_new_tokens=2)
+    model.generate(PROMPT, num_beams=2, do_sample=False, max_new_tokens=2)
+    assert seen == [GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE, GenerationMode.BEAM_SEARCH]
+
+
+@pytest.mark.parametrize("options", [dict(prompt_lookup_num_tokens=3), dict(assistant_early_exit=1)])
+def test_drafting_options_select_the_assisted_mode_we_refuse(options):
+    assert GenerationConfig(**options).get_generation_mode() == GenerationMode.ASSISTED_GENERATION
+    assert GenerationConfig(**options).get_generation_mode(assistant_model=None) == GenerationMode.ASSISTED_GENERATION
+
+
+def test_generate_lets_the_model_decline_the_default_dynamic_cache():
+    """generate() would give a class named ...ForCausalLM a DynamicCache (key/value) unless it declines."""
+    assert hasattr(GenerationMixin, "_supports_default_dynamic_cache")
+    assert CharRNNForCausalLM._supports_default_dynamic_cache() is False
+    output = tiny_model().generate(PROMPT, do_sample=False, max_new_tokens=2, return_dict_in_generate=True)
+    assert isinstance(output[RELEASE_STATE_NAME], CharRNNCache)
+
+
+def test_loading_keeps_hub_kernels_off_on_every_release(tmp_path):
+    """5.25 turns hub kernels on in from_pretrained by default (`use_kernels`, a keyword every release in the range
+    takes); no hub kernel replaces a CharRNN layer, so ours loads with them off unless asked."""
+    tiny_model().save_pretrained(tmp_path)
+    for loaded in (CharRNNForCausalLM.from_pretrained(tmp_path), AutoModelForCausalLM.from_pretrained(tmp_path),
+                   CharRNNForCausalLM.from_pretrained(tmp_path, use_kernels=False)):
+        assert getattr(loaded, "use_kernels", False) is False
+        assert torch.equal(loaded.lm_head.weight, tiny_model().lm_head.weight)
