@@ -465,3 +465,29 @@ assert main(["evaluate", {pushed["repo_id"]!r}, "--text_file", {str(text_file)!r
     assert generated.rstrip("\n") == tokenizer.decode(pushed["greedy"], skip_special_tokens=True).rstrip("\n")
     expected = evaluate_dataset(CharRNNForCausalLM.from_pretrained(pushed["folder"]), tokenizer, [{"text": TEXT}])
     assert json.loads(scores)["bpc"] == pytest.approx(expected["bpc"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_loading_a_repo_whose_model_file_is_an_earlier_one_says_so_and_a_push_refreshes_it(hub_python, hub_server,
+                                                                                            hub_repo_id, tmp_path):
+    """A repo pushed by an earlier version carries that version's model file: its users with trust_remote_code run
+    it. generate names it, with the refresh command; pushing again (with the installed package) replaces it."""
+    folder = make_output_dir(tmp_path / "out")
+    push(hub_python, folder, hub_repo_id)
+    installed = (Path(hf_charrnn.__file__).parent / "modeling_charrnn.py").read_bytes()
+    generate = f"""
+from hf_charrnn.cli import main
+assert main(["generate", {hub_repo_id!r}, "--prompt", {PROMPT!r}, "--greedy", "--max_new_tokens", "4"]) == 0
+"""
+    assert "differs from the installed" not in hub_python(generate).stderr
+    earlier_copy = installed.replace(b"class CharRNNCache:", b"class CharRNNCache:  # 0.0")
+    hub_python(f"""
+from huggingface_hub import HfApi
+HfApi().upload_file(path_or_fileobj={earlier_copy!r}, path_in_repo="modeling_charrnn.py", repo_id={hub_repo_id!r})
+""")
+    earlier = hub_python(generate).stderr
+    assert f"warning: {hub_repo_id} carries model code (modeling_charrnn.py) that differs from the installed" in earlier
+    assert f"`hf-charrnn push FOLDER {hub_repo_id}`" in earlier
+    push(hub_python, folder, hub_repo_id)
+    assert hub_server.state.files(hub_repo_id)["modeling_charrnn.py"] == installed
+    assert "differs from the installed" not in hub_python(generate).stderr
