@@ -34,9 +34,10 @@ from hf_charrnn.trainer_utils import load_raw_data
 from hf_charrnn.training_args import CorpusArguments
 
 
-def run_command(command: str, minutes: float, output_dir: Path) -> dict:
-    """`hf-charrnn COMMAND --max_train_minutes MINUTES --output_dir OUTPUT_DIR` in a subprocess, timed."""
-    argv = [sys.executable, "-m", "hf_charrnn.cli", command, "--max_train_minutes", str(minutes),
+def run_command(command: str, minutes: float, output_dir: Path, data: tuple[str, ...] = ()) -> dict:
+    """`hf-charrnn COMMAND [DATA] --max_train_minutes MINUTES --output_dir OUTPUT_DIR` in a subprocess, timed (`data`:
+    the options naming the text, e.g. `--train_file F`; the embedded corpus without)."""
+    argv = [sys.executable, "-m", "hf_charrnn.cli", command, *data, "--max_train_minutes", str(minutes),
             "--output_dir", str(output_dir), "--report_to", "none", "--disable_tqdm", "true"]
     log(" ".join(argv[2:]))
     started = time.perf_counter()
@@ -46,6 +47,7 @@ def run_command(command: str, minutes: float, output_dir: Path) -> dict:
         raise RuntimeError(f"{command} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     summary = json.loads((output_dir / "training_summary.json").read_text(encoding="utf-8"))
     return {"wall_seconds": round(wall, 1), "within_budget": wall <= minutes * 60, "steps": summary["steps"],
+            "epochs": round(summary["epochs"], 2), "dropout": summary["hyperparameters"].get("dropout"),
             "train_runtime_s": round(summary["train_runtime_s"], 1), "own_validation_bpc": summary["validation"]["bpc"],
             "precision": summary["precision"], "time_budget": summary["time_budget"],
             "model": {key: summary["hyperparameters"][key] for key in ("num_layers", "hidden_size", "embedding_dim",

@@ -336,3 +336,21 @@ def test_prompt_lookup_with_rewinds_decodes_exactly_what_greedy_generate_does():
     assert bench.with_plain_loop(model, prompt, 40) == expected
     assert rounds and len(rewinds) == sum(accepted < drafted for drafted, accepted in rounds)
 
+
+@pytest.mark.parametrize("length", [2, 40, 65, 66, 97, 130])
+def test_the_reference_transformer_scores_each_character_once_from_its_window(length):
+    """bench_small_corpus's windowed scoring against scoring each character alone from the context the module
+    docstring states: everything before it in the first window, then 32 to 63 characters."""
+    load_script("bench_budget")  # bench_small_corpus imports it as a sibling module
+    bench = load_script("bench_small_corpus")
+    torch.manual_seed(0)
+    model = bench.reference_model(vocab_size=7).eval()
+    ids = torch.randint(0, 7, (length,))
+    expected = []
+    with torch.no_grad():
+        for target in range(1, length):
+            context_start = 0 if target <= 64 else ((target - 65) // 32 + 1) * 32
+            logits = model(ids[None, context_start:target]).logits[0, -1]
+            expected.append(F.cross_entropy(logits[None], ids[target : target + 1]).item())
+    assert bench.windowed_bpc(model, ids, window=64, stride=32) == pytest.approx(
+        statistics.mean(expected) / math.log(2), rel=1e-5)
