@@ -32,7 +32,8 @@ from .modeling_charrnn import CharRNNCache
 from .records import RecordBatches, predicted_tokens, score_records
 from .run_folder import atomic_write_json, read_json_file, refused_pickle_message
 from .checkpoints import BPTT_STATE_FILE, CHECKPOINT_PREFIX, RNN_STATE_FILE, complete_checkpoints
-from .trainer_callback import BPTTFlowCallback, GracefulInterruptCallback, SampleCallback
+from .time_budget import TimeBudgetCallback
+from .trainer_callback import BPTTFlowCallback, GracefulInterruptCallback, SampleCallback, follow_plan
 from .trainer_utils import TrainingDivergedError, TrainingInterrupted, TrainingSetupError
 
 
@@ -112,6 +113,8 @@ class BPTTLoop:
         self.sampler = SampleCallback(tokenizer, prompts[0], args.sample_every_steps, args.sample_length, args.seed,
                                       log_text=lambda text, step: accelerator.log({"samples": text}, step=step),
                                       temperature=args.sample_temperature, do_sample=True)
+        # With a time budget, the progress bar counts to the steps it plans (the loop's limit is twice that).
+        self.budget = next((c for c in callbacks if isinstance(c, TimeBudgetCallback)), None)
         self.callback_handler = CallbackHandler([BPTTFlowCallback(), self.sampler, *callbacks], self.unwrapped,
                                                 tokenizer, optimizer, scheduler)
 
@@ -176,7 +179,7 @@ class BPTTLoop:
     def run(self) -> None:
         """Train up to `total_steps`; raises `TrainingInterrupted` after a stop signal saved a checkpoint."""
         self.progress_bar = tqdm(
-            total=self.total_steps, initial=self.progress.step, desc="train (BPTT)", unit="step", dynamic_ncols=True,
+            total=self.planned_steps, initial=self.progress.step, desc="train (BPTT)", unit="step", dynamic_ncols=True,
             disable=self.args.disable_tqdm or not self.accelerator.is_local_main_process,
         )
         started = time.perf_counter() - self.progress.train_runtime_s
@@ -202,6 +205,11 @@ class BPTTLoop:
             interrupt.restore()
         self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
         self.progress_bar.close()
+
+    @property
+    def planned_steps(self) -> int:
+        """The steps the run means to take: a time budget's plan (after re-planning), else `total_steps`."""
+        return self.budget.steps if self.budget is not None else self.total_steps
 
     def _sync_state(self) -> None:
         """The TrainerState callbacks read, from the loop's own progress."""
@@ -281,6 +289,7 @@ class BPTTLoop:
         self.progress_bar.update(1)
         self._sync_state()
         self.control = self.callback_handler.on_step_end(self.args, self.state, self.control)
+        follow_plan(self.progress_bar, self.planned_steps)
         if self.control.should_log:
             self._log_loss(grad_norm)
         if self.control.should_evaluate:

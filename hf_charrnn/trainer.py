@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from transformers import (
     EarlyStoppingCallback,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -57,6 +58,7 @@ from .run_folder import (
 from .trainer_callback import (
     GracefulInterruptCallback,
     NonFiniteLossCallback,
+    PlannedProgressCallback,
     PrecisionRecordCallback,
     SampleCallback,
 )
@@ -385,6 +387,8 @@ def prepare_run(
         callbacks=callbacks, tokens_per_character=ratios, records=data_args.records != "none",
     )
     callbacks[2].attach(trainer)
+    if budget_callback and trainer.pop_callback(ProgressCallback):  # present unless disable_tqdm
+        trainer.add_callback(PlannedProgressCallback(budget_callback))
     return TrainerRun(
         trainer=trainer, checkpoint=checkpoint, tokenizer=tokenizer, nonfinite=callbacks[0], interrupt=callbacks[1],
         sampler=callbacks[2], sample_prompt=prompt, test_dataset=blocks.get("test"),

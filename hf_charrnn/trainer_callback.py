@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import TrainerCallback
-from transformers.trainer_callback import DefaultFlowCallback, ExportableState
+from transformers.trainer_callback import DefaultFlowCallback, ExportableState, ProgressCallback
 
 from .reporting import generate_samples
 
@@ -189,3 +189,28 @@ class BPTTFlowCallback(DefaultFlowCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         return control
+
+
+def follow_plan(bar, total: int) -> None:
+    """Make a progress bar's total the steps a run now plans (a tqdm; None when the bar is off)."""
+    if bar is not None and bar.total != total:
+        bar.total = total
+        bar.refresh()
+
+
+class PlannedProgressCallback(ProgressCallback):
+    """transformers' training progress bar, counting to the steps a time budget plans (`budget.steps`, a
+    `TimeBudgetCallback`'s, which follows its re-planning) rather than to the loop's limit, which is the most
+    re-planning may extend to (twice the plan): the bar's total and time left are then the run's."""
+
+    def __init__(self, budget, max_str_len: int = 100):
+        super().__init__(max_str_len)
+        self.budget = budget
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        follow_plan(self.training_bar, self.budget.steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        follow_plan(self.training_bar, self.budget.steps)
+        super().on_step_end(args, state, control, **kwargs)

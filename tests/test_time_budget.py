@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from hf_charrnn.time_budget import (
     save_plan,
     saved_plan,
 )
-from hf_charrnn.trainer_callback import SampleCallback
+from hf_charrnn.trainer_callback import PlannedProgressCallback, SampleCallback
 
 REPO = Path(__file__).resolve().parents[1]
 PLAY = "shakespeare:the-comedy-of-errors"
@@ -184,13 +185,16 @@ def test_a_budgeted_run_ends_inside_its_budget_with_the_model_saved(tmp_path, co
     minutes = 1.0
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "hf_charrnn.cli", command, "--dataset", PLAY, "--output_dir",
-                             str(tmp_path / "run"), "--max_train_minutes", str(minutes), "--report_to", "none",
-                             "--disable_tqdm", "true"], capture_output=True, text=True, cwd=REPO, timeout=600)
+                             str(tmp_path / "run"), "--max_train_minutes", str(minutes), "--report_to", "none"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600)
     wall = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Time budget 1 min: one training step takes" in result.stdout
     assert "Sized for the budget: 2x" in result.stdout
-    check_budgeted_run(tmp_path / "run", minutes, wall)
+    summary = check_budgeted_run(tmp_path / "run", minutes, wall)
+    # The progress bar counted to the steps planned (after re-planning), not to the loop's limit (twice the plan).
+    shown = {(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+) \[", result.stderr)}
+    assert (summary["steps"], summary["time_budget"]["replanned_steps"]) in shown, sorted(shown)[-5:]
     if command == "train":
         history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
     else:
@@ -199,3 +203,22 @@ def test_a_budgeted_run_ends_inside_its_budget_with_the_model_saved(tmp_path, co
         assert (hyperparameters["batch_size"], hyperparameters["block_size"]) == (64, 32)  # the stream's sized batch
     evaluations = [entry for entry in history if "eval_loss" in entry]
     assert 2 <= len(evaluations) <= EVALUATIONS + 1, evaluations
+
+
+def test_the_progress_bar_counts_to_the_planned_steps_and_follows_replanning(tmp_path):
+    """A budgeted run's loop may go up to twice the plan (the ceiling): the Trainer path's bar counts to the plan
+    instead (a 10-minute run once showed twice its steps and a 13-minute ETA), and to the new plan after
+    re-planning; the BPTT loop's bar does the same (`BPTTLoop.planned_steps`; both checked in whole runs below)."""
+    plan = BudgetPlan(steps=100, step_seconds=0.1, evaluation_seconds=0.0, checkpoint_seconds=0.0, finish_seconds=0,
+                      stop_at=time.monotonic() + 1000, ceiling=200)
+    budget = TimeBudgetCallback(plan, 1.0, announce=lambda message: None)
+    progress = PlannedProgressCallback(budget)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+    state = TrainerState(max_steps=plan.ceiling, is_world_process_zero=True)
+    progress.on_train_begin(args, state, TrainerControl())
+    assert progress.training_bar.total == 100
+    budget.steps = 150  # what re-planning does when more steps fit
+    state.global_step = 60
+    progress.on_step_end(args, state, TrainerControl())
+    assert (progress.training_bar.total, progress.training_bar.n) == (150, 60)
+    progress.training_bar.close()
