@@ -246,7 +246,7 @@ def split_validation(ds: Dataset, fraction: float, seed: int = 0,
     """Split a validation part off ``ds`` (see the module docstring for the rule)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_fraction must be between 0 and 1, got {fraction}.")
-    if len(ds) * fraction >= 1:
+    if not text_pieces.holds_out_tails(len(ds), fraction):
         parts = ds.train_test_split(test_size=fraction, shuffle=not keep_order, seed=seed)
         return parts["train"], parts["test"]
     kwargs = {"fraction": fraction}

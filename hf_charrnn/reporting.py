@@ -10,6 +10,7 @@ The summary's layout (keys in :data:`REQUIRED_SUMMARY_KEYS`, ``"test"`` optional
      "train_tokens": int, "validation_tokens": int, "steps": int, "epochs": float, "train_runtime_s": float,
      "hyperparameters": {...}, "train_loss": float,
      "validation": {"loss": float (nats/token), "bpc": float, "perplexity": float},
+     "validation_note": str | None,                          # when validation continues the training text
      "test": {...same...},                                   # optional
      "samples": [{"prompt": str, "settings": {...}, "text": str}],
      "loss_curve": "loss_curve.png"}

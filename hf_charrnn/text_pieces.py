@@ -141,12 +141,18 @@ def load_pieces(files: list[str], part: str = "all", fraction: float = 0.0, cach
                                               "stamps": _stamps(files)})
 
 
+def holds_out_tails(units: int, fraction: float) -> bool:
+    """Whether a validation fraction of `units` files (or documents) is held out as the end of each one, rather than
+    as whole ones: when there are too few to spare one (fewer than 1 / fraction)."""
+    return units * fraction < 1
+
+
 def split_files(files: list[str], fraction: float, seed: int = 0,
                 cache_dir=None) -> tuple[Dataset, Dataset]:
     """Train and validation pieces of `files`, held out by the rule in the module docstring."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_fraction must be between 0 and 1, got {fraction}.")
-    if len(files) * fraction >= 1:
+    if not holds_out_tails(len(files), fraction):
         held_out = set(np.random.default_rng(seed).permutation(len(files))[: math.ceil(len(files) * fraction)])
         validation = [path for index, path in enumerate(files) if index in held_out]
         train = [path for index, path in enumerate(files) if index not in held_out]
@@ -155,4 +161,4 @@ def split_files(files: list[str], fraction: float, seed: int = 0,
             load_pieces(files, "tail", fraction, cache_dir=cache_dir))
 
 
-__all__ = ["PIECE_CHARACTERS", "FEATURES", "generate_rows", "load_pieces", "split_files"]
+__all__ = ["PIECE_CHARACTERS", "FEATURES", "generate_rows", "holds_out_tails", "load_pieces", "split_files"]

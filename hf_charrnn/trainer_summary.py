@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .memorisation import training_run_report
 from .records import predicted_tokens
 from .reporting import generate_samples, training_summary, write_run_report
-from .trainer_utils import dataset_label, is_char_tokenizer
+from .trainer_utils import dataset_label, is_char_tokenizer, validation_note
 from .training_args import DataArguments
 
 if TYPE_CHECKING:  # only for the annotations: trainer.py imports this module
@@ -65,6 +65,7 @@ def save_and_summarize(run: TrainerRun, runtime: float, model_args, data_args, t
         resumed_from=run.checkpoint, validation=validation, test=test, samples=samples,
     )
     summary["precision"] = run.precision.as_dict()
+    summary["validation_note"] = validation_note(data_args)
     summary["memorisation"] = training_run_report(trainer.model, run.tokenizer, run.train_texts, training_args.seed)
     if run.budget is not None:
         summary["time_budget"] = run.budget.summary()

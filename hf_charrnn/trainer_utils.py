@@ -19,7 +19,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from . import data, shakespeare, text_files
+from . import data, shakespeare, text_files, text_pieces
 from .configuration_charrnn import CharRNNConfig
 from .modeling_charrnn import CharRNNForCausalLM
 from .run_folder import (
@@ -149,6 +149,21 @@ def load_raw_data(data_args: CorpusArguments, seed: int = 0):
             "turn off --streaming so that --validation_split_fraction can hold part of the training text out."
         )
     return splits
+
+
+def validation_note(data_args: CorpusArguments) -> str | None:
+    """What a run's summary says about its validation figure when validation is the end of the training files
+    themselves (`--train_file`, one or a few files, no `--validation_file`): it continues the text the model trained
+    on (its names, words and topics), so it reads easier than a user's new text does; None otherwise."""
+    if not data_args.train_file or data_args.validation_file or _is_streaming(data_args):
+        return None
+    files = text_files.resolve_files(data_args.train_file, "train")
+    if not text_pieces.holds_out_tails(len(files), data_args.validation_split_fraction):
+        return None
+    share = f"{data_args.validation_split_fraction:.0%}"
+    return (f"validation is the last {share} of the training text, which continues what the model trained on and "
+            "may read easier than new text; to score new text: hf-charrnn evaluate --model_name_or_path OUTPUT_DIR "
+            "--text_file NEW.txt")
 
 
 class SplitTexts:

@@ -75,6 +75,7 @@ from .trainer_utils import (
     model_identity,
     sample_prompt_for,
     training_texts,
+    validation_note,
 )
 from .training_args import CorpusArguments, ModelArguments
 
@@ -393,7 +394,7 @@ def _train_claimed(args, model_args, data_args, claim: OutputDirClaim, *, model,
         accelerator.init_trackers("runs", config={k: v for k, v in hyperparameters.items()
                                                   if isinstance(v, (int, float, str, bool))})
     loop.run()
-    about_the_run = {"precision": precision.as_dict()}
+    about_the_run = {"precision": precision.as_dict(), "validation_note": validation_note(data_args)}
     if budget_callback is not None:
         about_the_run["time_budget"] = budget_callback.summary()
     summary = _finish(loop, dataset_name, hyperparameters, checkpoint, about_the_run,

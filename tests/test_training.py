@@ -103,6 +103,7 @@ def test_train_end_to_end(corpus, tmp_path):
     assert set(REQUIRED_SUMMARY_KEYS) <= set(written)
     assert written == json.loads(json.dumps(summary))
     assert written["training_path"] == "trainer" and written["tokenizer"] == "char"
+    assert written["validation_note"] is None  # a validation file of its own
     assert written["steps"] == 40 and written["loss_curve"] == "loss_curve.png"
     validation = written["validation"]
     assert validation["bpc"] == pytest.approx(validation["loss"] / math.log(2))  # char tokens: 1 token = 1 char
@@ -125,6 +126,13 @@ def test_train_end_to_end(corpus, tmp_path):
     out = model.generate(**ids, max_new_tokens=20, do_sample=False)
     assert out.shape[1] > ids["input_ids"].shape[1]
     assert tokenizer.decode(out[0]).startswith("The king")
+
+
+def test_a_validation_cut_from_the_training_file_is_said_to_continue_it(corpus, tmp_path):
+    argv = tiny_argv(corpus, tmp_path / "run", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4")
+    del argv[2:4]  # --validation_file FILE: validation is then the training file's last 5 %
+    summary = run(argv)
+    assert summary["validation_note"].startswith("validation is the last 5% of the training text, which continues")
 
 
 def test_gradient_accumulation_matches_one_large_batch(tmp_path):

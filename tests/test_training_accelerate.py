@@ -27,6 +27,7 @@ from hf_charrnn.trainer_utils import (
     TrainingDivergedError,
     TrainingInterrupted,
     TrainingSetupError,
+    validation_note,
 )
 from hf_charrnn.checkpoints import BPTT_STATE_FILE, complete_checkpoints, resolve_checkpoint
 from hf_charrnn.bptt_args import BPTTArguments
@@ -401,8 +402,35 @@ def test_main_trains_from_text_files(tmp_path, capsys):
     assert "bits/character" in printed
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert summary["dataset"] == str(train)
+    assert summary["validation_note"] is None and "Note:" not in printed  # its own validation file
     assert summary["memorisation"]["samples"] == 4 and "Memorisation: Of " in printed
     AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+def test_a_validation_cut_from_the_training_file_is_said_to_continue_it(tmp_path, capsys):
+    """One --train_file and no --validation_file: validation is the file's last 5 %, which continues the text the
+    model trained on; the summary and the printed result say so (a --validation_file run says nothing: above)."""
+    train, _ = write_corpus_files(tmp_path)
+    arguments = cli_arguments(train, None, tmp_path / "out")
+    del arguments[2:4]  # --validation_file VALID
+    assert main(arguments) == 0
+    note = json.loads((tmp_path / "out" / "training_summary.json").read_text())["validation_note"]
+    assert note.startswith("validation is the last 5% of the training text, which continues what the model ")
+    assert f"Note: {note}." in capsys.readouterr().out
+
+
+def test_the_note_is_only_for_validation_cut_from_a_few_training_files(tmp_path):
+    """Twenty files or more give whole files to validation (text_pieces.holds_out_tails): no note then; nor with
+    a --validation_file."""
+    files = []
+    for index in range(20):
+        files.append(tmp_path / f"part{index}.txt")
+        files[-1].write_text(TEXT, encoding="utf-8")
+    assert validation_note(CorpusArguments(train_file=[str(f) for f in files[:19]])) is not None
+    assert validation_note(CorpusArguments(train_file=[str(f) for f in files])) is None
+    assert validation_note(CorpusArguments(train_file=[str(files[0])], validation_file=str(files[1]))) is None
+    assert "last 10% of" in validation_note(CorpusArguments(train_file=[str(files[0])],
+                                                            validation_split_fraction=0.1))
 
 
 def test_main_reports_usage_errors(tmp_path, capsys):
