@@ -31,7 +31,7 @@ from .bptt_stream import StreamRows
 from .modeling_charrnn import CharRNNCache
 from .records import RecordBatches, predicted_tokens, score_records
 from .run_folder import atomic_write_json, read_json_file, refused_pickle_message
-from .checkpoints import BPTT_STATE_FILE, CHECKPOINT_PREFIX, RNN_STATE_FILE, complete_checkpoints
+from .checkpoints import BEST_MODEL_DIR, BPTT_STATE_FILE, CHECKPOINT_PREFIX, RNN_STATE_FILE, complete_checkpoints
 from .time_budget import TimeBudgetCallback
 from .trainer_callback import BPTTFlowCallback, GracefulInterruptCallback, SampleCallback, follow_plan
 from .trainer_utils import TrainingDivergedError, TrainingInterrupted, TrainingSetupError
@@ -50,6 +50,8 @@ class BPTTProgress:
     pending_loss_sum: float = 0.0  # step losses since the last logged one
     pending_loss_count: int = 0
     train_runtime_s: float = 0.0
+    best_step: int | None = None  # the evaluation with the lowest validation loss so far (its weights: BEST_MODEL_DIR)
+    best_loss: float | None = None
 
 
 @dataclass
@@ -295,6 +297,7 @@ class BPTTLoop:
         if self.control.should_evaluate:
             metrics = self.evaluate("validation")
             self.record_evaluation(metrics)
+            self.keep_if_best(metrics["loss"])
             self._say(f"step {self.progress.step}: validation loss {metrics['loss']:.4f}, bpc {metrics['bpc']:.4f}")
 
     def _log_loss(self, grad_norm) -> None:
@@ -319,6 +322,36 @@ class BPTTLoop:
         self.accelerator.log({f"eval/{key}": value for key, value in metrics.items()}, step=step)
         self.control.should_evaluate = False
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=named)
+
+    def keep_if_best(self, loss: float) -> None:
+        """The weights of the lowest validation `loss` so far, saved in BEST_MODEL_DIR with the step they are from (as
+        the Trainer's load_best_model_at_end keeps the best checkpoint); the step and loss go into every checkpoint."""
+        progress = self.progress
+        if progress.best_loss is not None and loss >= progress.best_loss:
+            return
+        progress.best_step, progress.best_loss = progress.step, loss
+        if self.accelerator.is_main_process:
+            folder = self.output_dir / BEST_MODEL_DIR
+            self.unwrapped.save_pretrained(folder)
+            atomic_write_json(folder / "best.json", {"step": progress.step, "validation_loss": loss})
+        self.accelerator.wait_for_everyone()
+
+    def end_with_best(self, final_loss: float) -> int:
+        """At the end of training: the best evaluation's weights back in the model when they beat the last step's
+        (`final_loss`); returns the step whose weights the model holds. A best-model folder from another point of the
+        run (written after the checkpoint a run resumed from, and not reached again) is not used."""
+        progress, folder = self.progress, self.output_dir / BEST_MODEL_DIR
+        saved = read_json_file(folder / "best.json", "best model record") if folder.is_dir() else None
+        step = progress.step
+        if progress.best_loss is not None and progress.best_loss < final_loss and saved \
+                and saved.get("step") == progress.best_step:
+            best = type(self.unwrapped).from_pretrained(folder)
+            self.unwrapped.load_state_dict(best.state_dict())
+            step = progress.best_step
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+        return step
 
     def _say(self, message: str) -> None:
         if self.accelerator.is_main_process:

@@ -21,6 +21,7 @@ CHECKPOINT_PREFIX = "checkpoint-"  # transformers.trainer_utils.PREFIX_CHECKPOIN
 TRAINER_STATE_FILE = "trainer_state.json"  # Trainer's checkpoints
 BPTT_STATE_FILE = "bptt_state.json"  # the stateful-BPTT loop's checkpoints
 RNN_STATE_FILE = "rnn_state.pt"  # the BPTT loop's carried hidden state (tensors only, loaded with weights_only)
+BEST_MODEL_DIR = "best-model"  # the BPTT loop's weights of its best evaluation so far, while it runs
 LATEST = ("latest", "last", "true", "auto")  # the words --resume_from_checkpoint accepts for "the newest one"
 _CHECKPOINT_NAME = re.compile(re.escape(CHECKPOINT_PREFIX) + r"(\d+)")
 

@@ -5,6 +5,8 @@ from transformers import PretrainedConfig
 CELL_TYPES = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 INPUT_ENCODINGS = ("embedding", "one_hot")
 SPECIAL_TOKEN_ID_NAMES = ("pad_token_id", "unk_token_id", "bos_token_id", "eos_token_id")
+REGULARIZATION_FIELDS = ("dropout", "embedding_dropout", "weight_dropout", "variational_dropout")
+"""The config fields that act in training only (the model computes the same function without them at inference)."""
 
 
 class CharRNNConfig(PretrainedConfig):
@@ -28,6 +30,17 @@ class CharRNNConfig(PretrainedConfig):
             Number of stacked recurrent layers.
         dropout (`float`, *optional*, defaults to 0.0):
             Dropout probability between recurrent layers and on the output of the last layer (training only).
+        embedding_dropout (`float`, *optional*, defaults to 0.0):
+            Probability of dropping a whole character from the input for one batch (training only): every occurrence
+            of a dropped token reads a zero vector, the others are scaled by `1 / (1 - p)` (Gal & Ghahramani's
+            embedding dropout, as AWD-LSTM applies it).
+        weight_dropout (`float`, *optional*, defaults to 0.0):
+            DropConnect on the hidden-to-hidden weights of every recurrent layer (training only): one mask per batch,
+            shared by every time step (AWD-LSTM's weight drop, Merity et al. 2017). The recurrence still runs in the
+            fused kernels.
+        variational_dropout (`bool`, *optional*, defaults to `False`):
+            Draw the masks of `dropout` once per sequence and feature and keep them over all its time steps (locked
+            or variational dropout) instead of anew at every step.
         input_encoding (`str`, *optional*, defaults to `"embedding"`):
             `"embedding"` (a learned `nn.Embedding`) or `"one_hot"` (one-hot vectors, as in the classic tutorials).
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):
@@ -62,6 +75,9 @@ class CharRNNConfig(PretrainedConfig):
         hidden_size: int = 512,
         num_layers: int = 2,
         dropout: float = 0.0,
+        embedding_dropout: float = 0.0,
+        weight_dropout: float = 0.0,
+        variational_dropout: bool = False,
         input_encoding: str = "embedding",
         tie_word_embeddings: bool = False,
         initializer_range: float = 0.08,
@@ -78,6 +94,9 @@ class CharRNNConfig(PretrainedConfig):
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.dropout = dropout
+        self.embedding_dropout = embedding_dropout
+        self.weight_dropout = weight_dropout
+        self.variational_dropout = variational_dropout
         self.input_encoding = input_encoding
         self.tie_word_embeddings = tie_word_embeddings
         self.initializer_range = initializer_range
@@ -110,8 +129,12 @@ class CharRNNConfig(PretrainedConfig):
             not isinstance(self.embedding_dim, int) or isinstance(self.embedding_dim, bool) or self.embedding_dim < 1
         ):
             raise ValueError(f"embedding_dim={self.embedding_dim!r} is invalid; it must be a positive integer.")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout={self.dropout!r} is invalid; it must be a number in [0, 1).")
+        for name in ("dropout", "embedding_dropout", "weight_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value!r} is invalid; it must be a number in [0, 1).")
+        if not isinstance(self.variational_dropout, bool):
+            raise ValueError(f"variational_dropout={self.variational_dropout!r} is invalid; it must be True or False.")
         if not isinstance(self.initializer_range, (int, float)) or self.initializer_range <= 0:
             raise ValueError(f"initializer_range={self.initializer_range!r} is invalid; it must be a positive number.")
         if self.tie_word_embeddings and self.input_encoding == "one_hot":

@@ -357,7 +357,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
                                                for at in range(0, length, INFERENCE_CHUNK_LENGTH)]
         kept, every_layer = [], []
         for window in windows:
-            vectors = self.embeddings(input_ids[:, window]) if input_ids is not None else inputs_embeds[:, window]
+            vectors = self._encode(input_ids[:, window]) if input_ids is not None else inputs_embeds[:, window]
             outputs, state = self._recur(vectors, state, None if mask is None else mask[:, window], per_layer)
             if per_layer:
                 every_layer.append((vectors, *outputs))
@@ -365,10 +365,42 @@ class CharRNNModel(CharRNNPreTrainedModel):
                 kept = _keep_last_positions(kept + outputs, keep)
         if not per_layer:
             last = kept[0] if len(kept) == 1 else torch.cat(kept, dim=1)
-            return (self.dropout(last) if self.training else last), None, state
+            return self._drop(last, self.dropout.p), None, state
         hidden_states = [parts[0] if len(parts) == 1 else torch.cat(parts, dim=1) for parts in zip(*every_layer)]
-        hidden_states[-1] = self.dropout(hidden_states[-1])  # the last layer's, as last_hidden_state has it
+        hidden_states[-1] = self._drop(hidden_states[-1], self.dropout.p)  # the last layer's, as last_hidden_state has it
         return (hidden_states[-1][:, -keep:] if keep else hidden_states[-1]), tuple(hidden_states), state
+
+    def _encode(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """The input vectors; in training with `embedding_dropout`, each token of the vocabulary dropped for the whole
+        batch with that probability (its every occurrence reads zeros), the others scaled up to keep the mean."""
+        vectors = self.embeddings(input_ids)
+        p = self.config.embedding_dropout
+        if not (self.training and p):
+            return vectors
+        kept = vectors.new_empty(self.config.vocab_size).bernoulli_(1 - p) / (1 - p)
+        return vectors * kept[input_ids].unsqueeze(-1)
+
+    def _drop(self, outputs: torch.Tensor, p: float) -> torch.Tensor:
+        """Dropout with probability `p` on `(batch, time, features)` outputs in training: a new mask at every step, or
+        with `variational_dropout` one mask per sequence and feature, kept over all its steps (locked dropout)."""
+        if not (self.training and p):
+            return outputs
+        if not self.config.variational_dropout:
+            return F.dropout(outputs, p, True)
+        return outputs * (outputs.new_empty(outputs.shape[0], 1, outputs.shape[2]).bernoulli_(1 - p) / (1 - p))
+
+    def _runs_layer_by_layer(self) -> bool:
+        """Training with a regularizer the multi-layer call cannot apply (weight drop, locked masks between layers)."""
+        config = self.config
+        return self.training and bool(config.weight_dropout or (config.variational_dropout and self.rnn.dropout))
+
+    def _layer_weights(self) -> list[list[torch.Tensor]]:
+        """Each layer's `[w_ih, w_hh, b_ih, b_hh]`; in training with `weight_dropout`, `w_hh` with DropConnect: one
+        mask per call, the same at every time step, so the recurrence still runs in the fused sequence kernels."""
+        p = self.config.weight_dropout
+        if not (self.training and p):
+            return self.rnn.all_weights
+        return [[w_ih, F.dropout(w_hh, p, True), *biases] for w_ih, w_hh, *biases in self.rnn.all_weights]
 
     def _check_inputs(self, input_ids, inputs_embeds, continuing: bool = False) -> None:
         """Turn the mistakes users make into errors that say what to change. One token `continuing` a cache is a
@@ -411,8 +443,9 @@ class CharRNNModel(CharRNNPreTrainedModel):
         when `per_layer`, else the last one's) and the new state."""
         if vectors.shape[1] == 1 and not self.training:
             return self._step(vectors[:, 0], state, None if mask is None else mask[:, 0], per_layer)
-        if per_layer:
-            return self._layer_by_layer(vectors, state, mask)
+        if per_layer or self._runs_layer_by_layer():
+            outputs, new_state = self._layer_by_layer(vectors, state, mask)
+            return (outputs if per_layer else outputs[-1:]), new_state
         if mask is not None:
             output, new_state = self._recur_masked(vectors, state, mask)
             return [output], new_state
@@ -474,29 +507,30 @@ class CharRNNModel(CharRNNPreTrainedModel):
         """The stack one layer at a time (the fused call returns only the last layer's outputs), each layer reading the
         outputs returned for the one before, so every returned tensor is in the graph (gradients reach it)."""
         outputs, states, layer_input = [], [], vectors
-        for layer in range(self.config.num_layers):
+        for layer, weights in enumerate(self._layer_weights()):
             layer_state = tuple(t[layer : layer + 1] for t in state)
             if mask is None:
-                output, layer_state = self._run_layer(layer, layer_input, layer_state)
+                output, layer_state = self._run_layer(layer, layer_input, layer_state, weights=weights)
             else:
-                output, layer_state = self._recur_masked(layer_input, layer_state, mask, layer)
+                output, layer_state = self._recur_masked(layer_input, layer_state, mask, layer, weights)
             outputs.append(output)
             states.append(layer_state)
             last = layer == self.config.num_layers - 1  # dropout between layers, as nn.LSTM has it
-            layer_input = output if last or not self.rnn.dropout else F.dropout(output, self.rnn.dropout, self.training)
+            layer_input = output if last else self._drop(output, self.rnn.dropout)
         return outputs, tuple(torch.cat(parts) for parts in zip(*states))
 
-    def _run_layer(self, layer: int, inputs, layer_state, batch_sizes=None):
-        """One layer on the module's own weights and kernel (`torch.lstm`, ...): `inputs` is `(batch, time, features)`,
-        or packed data with its `batch_sizes` (`layer_state` then in the packed order). Returns output and state."""
+    def _run_layer(self, layer: int, inputs, layer_state, batch_sizes=None, weights=None):
+        """One layer on the module's kernel (`torch.lstm`, ...) and its own weights (or `weights`): `inputs` is
+        `(batch, time, features)`, or packed data with its `batch_sizes` (`layer_state` then in the packed order).
+        Returns output and state."""
         packed = batch_sizes is not None
         flags = (True, 1, 0.0, self.training, False) + (() if packed else (True,))  # biases, 1 layer, ..., batch_first
         result = _SEQUENCE_FUNCTIONS[self.config.cell_type](
             inputs, *((batch_sizes,) if packed else ()), self._to_rnn_state(layer_state),
-            self.rnn.all_weights[layer], *flags)
+            self.rnn.all_weights[layer] if weights is None else weights, *flags)
         return result[0], tuple(result[1:])
 
-    def _recur_masked(self, vectors, state, mask, layer: int | None = None):
+    def _recur_masked(self, vectors, state, mask, layer: int | None = None, weights=None):
         """Exact padding: each row's real tokens moved to the front (order kept), run packed (the whole stack, or only
         `layer`), every output put back at its position; a pad position repeats the last real output before it (or
         the incoming state's), so right padding also gives the right scores at the end."""
@@ -514,7 +548,7 @@ class CharRNNModel(CharRNNPreTrainedModel):
             row_state = self._from_rnn_state(row_state)
         else:  # in the packed order, as nn.LSTM sorts it
             data, row_state = self._run_layer(layer, packed.data, tuple(
-                t.index_select(1, packed.sorted_indices) for t in row_state), packed.batch_sizes)
+                t.index_select(1, packed.sorted_indices) for t in row_state), packed.batch_sizes, weights)
             packed_output = packed._replace(data=data)
             row_state = tuple(t.index_select(1, packed.unsorted_indices) for t in row_state)
         new_state = tuple(old.index_copy(1, rows, new) for old, new in zip(state, row_state))

@@ -114,6 +114,15 @@ def training_summary(*, dataset: str, tokenizer_kind: str, training_path: str, t
     return summary
 
 
+def kept_weights_note(kept_step: int, last_step: int, last_validation: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Which step's weights a run saved (`kept_step`: its best evaluation's, when they beat the last step's) and,
+    when that is not the last step, the validation figures the last step had (`last_validation`)."""
+    note: dict[str, Any] = {"kept_step": int(kept_step)}
+    if kept_step != last_step and last_validation is not None:
+        note["last_step_validation"] = {key: last_validation.get(key) for key in ("loss", "bpc", "perplexity")}
+    return note
+
+
 def write_run_report(output_dir: str | os.PathLike, summary: Mapping[str, Any],
                      log_history: Iterable[Mapping[str, Any]], title: str) -> Path:
     """The end of a run on disk, both paths: the loss curve, then the summary (written whole, last)."""

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+import math
+
 import torch
 
 from .configuration_charrnn import CharRNNConfig
@@ -52,6 +54,12 @@ from .step_timing import training_step_seconds
 CANDIDATES = ((2, 128, 32), (2, 192, 48), (2, 256, 64), (2, 384, 96), (2, 512, 128), (3, 512, 128), (3, 768, 192))
 """(num_layers, hidden_size, embedding_dim), smallest first."""
 TOKENS_PER_PARAMETER = 8
+PARAMETERS_PER_CHARACTER = 8
+"""The ceiling on model size: at most this many parameters per character of training text (the rule's test (b))."""
+DROPOUT_PER_DOUBLING = 0.1
+"""Dropout grows by this much each time the planned passes over the text double beyond `PASSES_WITHOUT_DROPOUT`."""
+PASSES_WITHOUT_DROPOUT = 2
+MAX_SIZED_DROPOUT = 0.5
 SHORT_BUDGET_MINUTES = 60
 SHORT_BUDGET_RECIPE = dict(batch_size=16, learning_rate=8e-3)
 SHORT_BUDGET_STREAM_RECIPE = dict(batch_size=64, block_size=32, learning_rate=8e-3)
@@ -73,12 +81,16 @@ class SizedRecipe:
     learning_rate: float | None
     reason: str
     block_size: int | None = None  # the stateful-BPTT path's truncation length; the Trainer path's blocks keep theirs
+    dropout: float | None = None  # sized from the planned passes over the text (None: given, or not sized)
+    passes: float | None = None  # the planned passes over the training text of the chosen model
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def model_arguments(self, model_args):
         """`model_args` with the sized model shape filled in (unchanged when the shape was not sized)."""
+        if self.dropout is not None and model_args.dropout is None:
+            model_args = replace(model_args, dropout=self.dropout)
         if self.hidden_size is None:
             return model_args
         return replace(model_args, num_layers=self.num_layers, hidden_size=self.hidden_size,
@@ -93,38 +105,47 @@ def batch_recipe(minutes: float, carried_state: bool = False) -> dict:
     return dict(SHORT_BUDGET_STREAM_RECIPE if carried_state else SHORT_BUDGET_RECIPE)
 
 
+def dropout_for_passes(passes: float) -> float:
+    """The dropout for a run that goes over its text `passes` times: none up to `PASSES_WITHOUT_DROPOUT`, then
+    `DROPOUT_PER_DOUBLING` more for each doubling, at most `MAX_SIZED_DROPOUT` (see the module docstring)."""
+    if passes <= PASSES_WITHOUT_DROPOUT:
+        return 0.0
+    return round(min(MAX_SIZED_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(passes / PASSES_WITHOUT_DROPOUT)), 2)
+
+
 def _parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
 def choose_model_size(vocab_size: int, train_characters: int, step_seconds_available: float, batch_size: int,
                       block_size: int, cell_type: str = "lstm", device=None,
-                      bf16_options: tuple[bool, ...] = (False,)) -> tuple[tuple[int, int, int], str]:
+                      bf16_options: tuple[bool, ...] = (False,)) -> tuple[tuple[int, int, int], str, float]:
     """The largest of `CANDIDATES` that passes both tests of the module docstring, timed here in each precision the
-    run may take (`bf16_options`, `precision.precisions_to_time`: the faster counts, as the run will take it); and
-    the reason (the smallest when none passes)."""
-    chosen, reason = None, ""
+    run may take (`bf16_options`, `precision.precisions_to_time`: the faster counts, as the run will take it); the
+    reason (the smallest when none passes); and the passes over the text it plans."""
+    chosen, reason, passes_over_text = None, "", 0.0
+    ceiling = PARAMETERS_PER_CHARACTER * train_characters
     for layers, hidden, embedding in CANDIDATES:
         with torch.random.fork_rng(devices=[]):  # the run's model starts from the same random numbers as without
             model = CharRNNForCausalLM(CharRNNConfig(vocab_size=vocab_size, cell_type=cell_type, hidden_size=hidden,
                                                      num_layers=layers, embedding_dim=embedding))
         parameters = _parameters(model)
-        if parameters > train_characters and chosen is not None:
+        if parameters > ceiling and chosen is not None:
             break
         step, bf16 = min((training_step_seconds(model, batch_size, block_size, bf16=bf16, steps=2, device=device),
                           bf16) for bf16 in bf16_options)
         seen = step_seconds_available / step * batch_size * block_size
-        passes = seen >= TOKENS_PER_PARAMETER * parameters and parameters <= train_characters
-        if not passes and chosen is not None:
+        fits = seen >= TOKENS_PER_PARAMETER * parameters and parameters <= ceiling
+        if not fits and chosen is not None:
             break
-        chosen = (layers, hidden, embedding)
+        chosen, passes_over_text = (layers, hidden, embedding), seen / train_characters
         reason = (f"{layers}x{hidden} ({parameters / 1e6:.2f} M parameters) sees about {seen / 1e6:.1f} M characters "
                   f"in the budget ({seen / parameters:.0f} per parameter at {step * 1e3:.0f} ms a step"
-                  f"{' in bf16' if bf16 else ''}; the corpus has {train_characters / 1e6:.1f} M)"
-                  + ("" if passes else "; the smallest candidate"))
-        if not passes:
+                  f"{' in bf16' if bf16 else ''}; the corpus has {train_characters / 1e6:.1f} M: "
+                  f"{passes_over_text:.0f} passes)" + ("" if fits else "; the smallest candidate"))
+        if not fits:
             break
-    return chosen, reason
+    return chosen, reason, passes_over_text
 
 
 def size_for_budget(minutes: float, seconds_left: float, model_args, given_batch: int | None,
@@ -142,7 +163,11 @@ def size_for_budget(minutes: float, seconds_left: float, model_args, given_batch
     if model_given or model_args.model_name_or_path or shape_given:
         why = "fine-tuning keeps the model's shape" if model_args.model_name_or_path else "the model size was given"
         return SizedRecipe(None, None, None, batch, learning_rate, why, block_size)
-    (layers, hidden, embedding), reason = choose_model_size(
+    (layers, hidden, embedding), reason, passes = choose_model_size(
         vocab_size, train_characters, seconds_left * STEP_SHARE, given_batch or batch, given_block_size or block_size,
         model_args.cell_type or "lstm", device, bf16_options)
-    return SizedRecipe(layers, hidden, embedding, batch, learning_rate, reason, block_size)
+    dropout = None
+    if model_args.dropout is None:
+        dropout = dropout_for_passes(passes)
+        reason += f"; dropout {dropout:g} for {passes:.0f} passes over the text"
+    return SizedRecipe(layers, hidden, embedding, batch, learning_rate, reason, block_size, dropout, round(passes, 2))

@@ -56,6 +56,7 @@ from .run_folder import (
     refused_pickle_message,
 )
 from .trainer_callback import (
+    EvaluateLastStepCallback,
     GracefulInterruptCallback,
     NonFiniteLossCallback,
     PlannedProgressCallback,
@@ -379,6 +380,7 @@ def prepare_run(
     if budget_callback:
         callbacks.append(budget_callback)
     callbacks.append(PrecisionRecordCallback(precision.mixed_precision, precision.reason))
+    callbacks.append(EvaluateLastStepCallback(interrupt=callbacks[1]))  # last: after every callback that stops
     trainer = CharRNNTrainer(
         model=model, args=training_args, train_dataset=blocks["train"],
         eval_dataset=blocks["validation"], processing_class=tokenizer,

@@ -155,6 +155,22 @@ class GracefulInterruptCallback(TrainerCallback):
         return control
 
 
+class EvaluateLastStepCallback(TrainerCallback):
+    """With load_best_model_at_end, the step a run ends at (its planned last step, or where a time budget stopped it)
+    is evaluated before its checkpoint is saved, so that the best-model choice sees the final weights too: Trainer
+    otherwise evaluates only every eval_steps and would go back to an earlier checkpoint that only looked best. A
+    stop by a signal (`interrupt`) or a non-finite loss is left as those callbacks set it: no evaluation."""
+
+    def __init__(self, interrupt: GracefulInterruptCallback):
+        self.interrupt = interrupt
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if (args.load_best_model_at_end and args.eval_strategy != "no" and control.should_training_stop
+                and control.should_save and self.interrupt.signal_number is None):
+            control.should_evaluate = True
+        return control
+
+
 class PrecisionRecordCallback(TrainerCallback, ExportableState):
     """Records the run's precision in every checkpoint (trainer_state.json's `stateful_callbacks`, where Trainer keeps
     its callbacks' states), so that a resumed run takes it (`trainer_budget.choose_trainer_precision`) instead of

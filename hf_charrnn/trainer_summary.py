@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .configuration_charrnn import REGULARIZATION_FIELDS
 from .memorisation import training_run_report
 from .records import predicted_tokens
-from .reporting import generate_samples, training_summary, write_run_report
+from .reporting import generate_samples, kept_weights_note, training_summary, write_run_report
 from .trainer_utils import dataset_label, is_char_tokenizer, validation_note
 from .training_args import DataArguments
 
@@ -66,6 +67,7 @@ def save_and_summarize(run: TrainerRun, runtime: float, model_args, data_args, t
     )
     summary["precision"] = run.precision.as_dict()
     summary["validation_note"] = validation_note(data_args)
+    summary.update(_kept_weights(trainer, training_args))
     summary["memorisation"] = training_run_report(trainer.model, run.tokenizer, run.train_texts, training_args.seed)
     if run.budget is not None:
         summary["time_budget"] = run.budget.summary()
@@ -73,6 +75,16 @@ def save_and_summarize(run: TrainerRun, runtime: float, model_args, data_args, t
         summary["samples_during_training"] = run.sampler.history
     write_run_report(output_dir, summary, history, title=f"CharRNN on {dataset_label(data_args)}")
     return summary
+
+
+def _kept_weights(trainer, training_args) -> dict[str, Any]:
+    """The step whose weights the run saved: the best evaluation's, which Trainer loaded at the end
+    (load_best_model_at_end), or the last step's."""
+    state, last = trainer.state, trainer.state.global_step
+    kept = state.best_global_step if training_args.load_best_model_at_end and state.best_model_checkpoint else last
+    last_eval = next((entry for entry in state.log_history  # the first: the final scoring logs at that step again
+                      if "eval_loss" in entry and entry.get("step") == last), None)
+    return kept_weights_note(kept or last, last, last_eval and metrics_block(last_eval, "eval"))
 
 
 def _effective_batch_size(training_args) -> int:
@@ -93,8 +105,8 @@ def _hyperparameters(run: TrainerRun, model_args, data_args, training_args) -> d
     config, model = run.trainer.model.config, run.trainer.model
     return {
         **{name: getattr(config, name) for name in (
-            "vocab_size", "cell_type", "hidden_size", "num_layers", "embedding_dim", "dropout", "input_encoding",
-            "tie_word_embeddings",
+            "vocab_size", "cell_type", "hidden_size", "num_layers", "embedding_dim", "input_encoding",
+            "tie_word_embeddings", *REGULARIZATION_FIELDS,
         )},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "block_size": data_args.block_size,

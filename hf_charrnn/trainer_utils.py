@@ -20,7 +20,7 @@ from transformers import (
 )
 
 from . import data, shakespeare, text_files, text_pieces
-from .configuration_charrnn import CharRNNConfig
+from .configuration_charrnn import REGULARIZATION_FIELDS, CharRNNConfig
 from .modeling_charrnn import CharRNNForCausalLM
 from .run_folder import (
     RUN_FILE,
@@ -265,10 +265,10 @@ def build_model(model_args: ModelArguments, tokenizer, checkpoint: str | None = 
             # New rows for the added characters, initialised as transformers does (the old rows' mean and
             # covariance); the old rows stay. A one-hot model refuses, naming why.
             model.resize_token_embeddings(len(tokenizer))
-        if model_args.dropout is not None:
-            _set_dropout(model, model_args.dropout)
+        _set_regularization(model, {name: value for name in REGULARIZATION_FIELDS  # variational: only when set
+                                    if (value := getattr(model_args, name)) not in (None, False)})
         return model
-    values = {name: getattr(model_args, name) for name in (*shape_fields, "dropout")}
+    values = {name: getattr(model_args, name) for name in (*shape_fields, *REGULARIZATION_FIELDS)}
     values = {name: MODEL_DEFAULTS[name] if value is None else value for name, value in values.items()}
     config = CharRNNConfig(
         vocab_size=len(tokenizer),
@@ -282,11 +282,15 @@ def build_model(model_args: ModelArguments, tokenizer, checkpoint: str | None = 
     return CharRNNForCausalLM(config)
 
 
-def _set_dropout(model, dropout: float) -> None:
-    model.config.dropout = dropout
-    if model.config.num_layers > 1:
-        model.model.rnn.dropout = dropout
-    model.model.dropout.p = dropout
+def _set_regularization(model, values: dict[str, Any]) -> None:
+    """A loaded model's training-only regularizers (`REGULARIZATION_FIELDS`) set to `values`, config and modules."""
+    for name, value in values.items():
+        setattr(model.config, name, value)
+    model.config.validate_charrnn_fields()
+    if "dropout" in values:
+        if model.config.num_layers > 1:
+            model.model.rnn.dropout = values["dropout"]
+        model.model.dropout.p = values["dropout"]
 
 
 def data_identity(data_args: DataArguments) -> dict[str, Any]:
@@ -316,6 +320,8 @@ def model_identity(model_args: ModelArguments) -> dict[str, Any]:
     )}
     if model_args.extend_vocabulary:  # only when set: the runs recorded before the option keep their identity
         identity["extend_vocabulary"] = True
+    identity.update({name: value for name in REGULARIZATION_FIELDS[1:]  # the same: only when set
+                     if (value := getattr(model_args, name)) not in (None, False)})
     return identity
 
 

@@ -57,10 +57,11 @@ from .bptt_args import BPTT_IDENTITY_FIELDS, DEPRECATED_NAMES, BPTTArguments
 from .evaluation import dataset_stream
 from .precision import PrecisionChoice, resumed_precision
 from .memorisation import training_run_report
-from .reporting import generate_samples, training_summary, write_run_report
+from .reporting import generate_samples, kept_weights_note, training_summary, write_run_report
 from .run_folder import OutputDirClaim, atomic_write_json, read_json_file
 from .bptt_budget import plan_bptt_budget, print_on_main_process, size_bptt_run
 from .bptt_stream import StreamRows
+from .configuration_charrnn import REGULARIZATION_FIELDS
 from .time_budget import TimeBudget, run_started, save_plan
 from .token_encoding import id_dtype
 from .trainer_utils import (
@@ -319,8 +320,8 @@ def _hyperparameters(model, args: BPTTArguments, accelerator) -> dict[str, Any]:
     config = model.config
     return {
         **{key: getattr(config, key) for key in (
-            "vocab_size", "cell_type", "embedding_dim", "hidden_size", "num_layers", "dropout", "input_encoding",
-            "tie_word_embeddings")},
+            "vocab_size", "cell_type", "embedding_dim", "hidden_size", "num_layers", "input_encoding",
+            "tie_word_embeddings", *REGULARIZATION_FIELDS)},
         "num_parameters": sum(p.numel() for p in model.parameters()),
         **{key: value for key, value in asdict(args).items() if key not in (
             "output_dir", "resume_from_checkpoint", "report_to", "disable_tqdm", "cpu", "bf16", "no_bf16",
@@ -412,6 +413,10 @@ def _finish(loop: BPTTLoop, dataset_name: str, hyperparameters: dict, checkpoint
     args, accelerator, progress, tokenizer = loop.args, loop.accelerator, loop.progress, loop.tokenizer
     validation = loop.evaluate("validation")
     loop.record_evaluation(validation)
+    about_the_run = {**about_the_run, **kept_weights_note(loop.end_with_best(validation["loss"]), progress.step,
+                                                           validation)}
+    if about_the_run["kept_step"] != progress.step:
+        validation = loop.evaluate("validation")
     test = loop.evaluate("test") if "test" in loop.streams.eval_sets else None
     runtime = progress.train_runtime_s
     summary = training_summary(

@@ -18,7 +18,8 @@ from transformers.trainer_utils import IntervalStrategy, SchedulerType
 
 # What a new model looks like when the command line says nothing (CharRNNConfig's defaults: Karpathy's 2 x 512 LSTM).
 MODEL_DEFAULTS = dict(
-    cell_type="lstm", hidden_size=512, num_layers=2, embedding_dim=128, dropout=0.0, input_encoding="embedding"
+    cell_type="lstm", hidden_size=512, num_layers=2, embedding_dim=128, dropout=0.0, embedding_dropout=0.0,
+    weight_dropout=0.0, variational_dropout=False, input_encoding="embedding"
 )
 
 
@@ -65,6 +66,21 @@ class ModelArguments:
             "help": "Dropout between layers and before the output layer (default: 0.0; try 0.2-0.5 when the "
             "validation loss rises while the training loss falls). Also applies when fine-tuning."
         },
+    )
+    embedding_dropout: float | None = field(
+        default=None,
+        metadata={"help": "Drop whole characters of the input for a batch with this probability (AWD-LSTM's embedding "
+                          "dropout; default 0.0). Also applies when fine-tuning."},
+    )
+    weight_dropout: float | None = field(
+        default=None,
+        metadata={"help": "DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM's weight drop; "
+                          "default 0.0). Also applies when fine-tuning."},
+    )
+    variational_dropout: bool = field(
+        default=False,
+        metadata={"help": "Keep each sequence's --dropout masks over all its time steps (locked dropout) instead of "
+                          "drawing new ones at every step. Also applies when fine-tuning."},
     )
     input_encoding: Literal["embedding", "one_hot"] | None = field(
         default=None,
@@ -233,6 +249,12 @@ class CharRNNTrainingArguments(TrainingArguments):
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "How much the validation loss must drop to count as an improvement."}
     )
+    load_best_model_at_end: bool | None = field(
+        default=None,
+        metadata=_help("load_best_model_at_end", "(default: on when the run evaluates and saves at the same steps, "
+                                                 "as this command's defaults and a time budget do; the run's last "
+                                                 "step is evaluated too, and the summary names the step kept)"),
+    )
     bf16: bool = field(
         default=False,
         metadata=_help("bf16", "Without --bf16 or --no_bf16 each run chooses: bf16 where this machine has the "
@@ -247,6 +269,14 @@ class CharRNNTrainingArguments(TrainingArguments):
                           "checkpoints come a few times on the way, and the run stops in time with the model saved. "
                           "Overrides --num_train_epochs, --eval_steps and --save_steps; --max_steps caps it."},
     )
+
+    def _saves_where_it_evaluates(self) -> bool:
+        """Whether every evaluation has a checkpoint to go back to (what load_best_model_at_end needs)."""
+        evaluates, saves = (getattr(value, "value", value) for value in (self.eval_strategy, self.save_strategy))
+        if evaluates == "no" or evaluates != saves:
+            return False
+        return evaluates != "steps" or bool(self.eval_steps and self.save_steps
+                                                       and self.save_steps % self.eval_steps == 0)
 
     def __post_init__(self):
         # Options left unset: a time budget sizes them (hf_charrnn.sizing), anything else takes the defaults.
@@ -265,8 +295,10 @@ class CharRNNTrainingArguments(TrainingArguments):
             self.save_steps = self.eval_steps if self.eval_steps is not None else self.logging_steps
         if self.early_stopping_patience is not None:
             self.load_best_model_at_end = True
-            if self.metric_for_best_model is None:
-                self.metric_for_best_model, self.greater_is_better = "eval_loss", False
+        if self.load_best_model_at_end is None:
+            self.load_best_model_at_end = self._saves_where_it_evaluates()
+        if self.load_best_model_at_end and self.metric_for_best_model is None:
+            self.metric_for_best_model, self.greater_is_better = "eval_loss", False
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on a CPU it only warns
         super().__post_init__()

@@ -14,6 +14,10 @@ from transformers import AutoConfig
         ("vocab_size", 2.5, "positive integer"),
         ("embedding_dim", 0, "positive integer"),
         ("dropout", 1.0, "[0, 1)"),
+        ("embedding_dropout", -0.1, "[0, 1)"),
+        ("weight_dropout", 1.5, "[0, 1)"),
+        ("weight_dropout", True, "[0, 1)"),
+        ("variational_dropout", 1, "True or False"),
         ("initializer_range", 0, "positive"),
         ("eos_token_id", 500, "vocab_size"),
     ],
@@ -37,9 +41,11 @@ def test_defaults_are_the_documented_two_layer_512_lstm():
 
 
 def test_round_trip_through_autoconfig(tmp_path):
-    config = CharRNNConfig(vocab_size=70, cell_type="gru", hidden_size=64, dropout=0.25, tie_word_embeddings=True)
+    config = CharRNNConfig(vocab_size=70, cell_type="gru", hidden_size=64, dropout=0.25, tie_word_embeddings=True,
+                           embedding_dropout=0.1, weight_dropout=0.4, variational_dropout=True)
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert type(loaded) is CharRNNConfig
-    for field in ("vocab_size", "cell_type", "hidden_size", "dropout", "tie_word_embeddings", "eos_token_id"):
+    for field in ("vocab_size", "cell_type", "hidden_size", "dropout", "tie_word_embeddings", "eos_token_id",
+                  "embedding_dropout", "weight_dropout", "variational_dropout"):
         assert getattr(loaded, field) == getattr(config, field)

@@ -310,3 +310,98 @@ def test_pickled_weights_are_never_loaded(tmp_path):
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
     with pytest.raises(OSError):
         AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training-only regularizers (AWD-LSTM's): embedding dropout, weight drop, locked (variational) dropout
+# ----------------------------------------------------------------------------------------------------------------------
+
+REGULARIZED = dict(embedding_dropout=0.2, weight_dropout=0.5, dropout=0.3, variational_dropout=True)
+
+
+def awd_reference_logits(model: CharRNNForCausalLM, input_ids: torch.Tensor, seed: int) -> torch.Tensor:
+    """AWD-LSTM's training forward written out with one plain `nn.LSTM`/`nn.GRU`/`nn.RNN` per layer, drawing its masks
+    from `seed` in the order the paper's code does: embedding rows, each layer's hidden-to-hidden weights, then a
+    locked mask between layers and on the output."""
+    config = model.config
+    rnns = [REFERENCE_RNNS[config.cell_type](tiny_config(  # built first: their initialisation draws random numbers
+        cell_type=config.cell_type, num_layers=1, hidden_size=config.hidden_size,
+        embedding_dim=config.embedding_dim if layer == 0 else config.hidden_size)) for layer in range(config.num_layers)]
+    torch.manual_seed(seed)
+    keep_rows = torch.empty(config.vocab_size).bernoulli_(1 - config.embedding_dropout) / (1 - config.embedding_dropout)
+    vectors = F.embedding(input_ids, model.model.embeddings.weight * keep_rows[:, None])
+    layers = []
+    for layer, rnn in enumerate(rnns):
+        weights = {name.replace(f"_l{layer}", "_l0"): value for name, value in model.model.rnn.named_parameters()
+                   if name.endswith(f"_l{layer}")}
+        weights["weight_hh_l0"] = F.dropout(weights["weight_hh_l0"], config.weight_dropout, True)
+        layers.append((rnn, weights))
+    for rnn, weights in layers:
+        vectors, _ = torch.func.functional_call(rnn, weights, (vectors,))
+        locked = torch.empty(vectors.shape[0], 1, vectors.shape[2]).bernoulli_(1 - config.dropout) / (1 - config.dropout)
+        vectors = vectors * locked
+    return vectors @ model.lm_head.weight.T + model.lm_head.bias
+
+
+def test_training_regularizers_compute_awd_lstm_forward(cell_type):
+    model = tiny_model(cell_type=cell_type, **REGULARIZED).train()
+    input_ids = torch.randint(0, 24, (3, 11))
+    torch.manual_seed(7)
+    logits = model(input_ids).logits
+    assert torch.allclose(logits, awd_reference_logits(model, input_ids, seed=7), atol=1e-5)
+
+
+def test_regularizers_are_off_at_inference_and_invisible_to_saved_weights(tmp_path):
+    regularized, plain = tiny_model(**REGULARIZED), tiny_model()
+    input_ids = torch.randint(0, 24, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(regularized(input_ids).logits, plain(input_ids).logits)
+    regularized.save_pretrained(tmp_path)
+    loaded = CharRNNForCausalLM.from_pretrained(tmp_path)
+    assert {name: getattr(loaded.config, name) for name in REGULARIZED} == REGULARIZED
+    assert loaded.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_weight_drop_masks_hidden_weights_once_per_call_and_trains_through_them():
+    """The same weight mask at every time step: a one-layer RNN's output at step t equals running the dropped weights
+    by hand; the gradient reaches the undropped weight matrix, zero where the mask dropped."""
+    model = tiny_model(cell_type="rnn_tanh", num_layers=1, weight_dropout=0.5).train()
+    input_ids = torch.randint(0, 24, (2, 6))
+    torch.manual_seed(3)
+    hidden = model.model(input_ids).last_hidden_state
+    torch.manual_seed(3)
+    dropped = F.dropout(model.model.rnn.weight_hh_l0, 0.5, True)
+    rnn = model.model.rnn
+    state = torch.zeros(2, 16)
+    for step in range(6):
+        x = model.model.embeddings(input_ids[:, step])
+        state = torch.tanh(x @ rnn.weight_ih_l0.T + rnn.bias_ih_l0 + state @ dropped.T + rnn.bias_hh_l0)
+        assert torch.allclose(hidden[:, step], state, atol=1e-5)
+    hidden.sum().backward()
+    gradient = rnn.weight_hh_l0.grad
+    assert torch.all(gradient[dropped == 0] == 0) and gradient[dropped != 0].abs().sum() > 0
+
+
+@pytest.mark.parametrize("variational", [True, False])
+def test_variational_dropout_keeps_one_mask_over_time(variational):
+    model = tiny_model(num_layers=1, dropout=0.5, variational_dropout=variational).train()
+    hidden = model.model(torch.randint(0, 24, (4, 12))).last_hidden_state
+    dropped = hidden == 0
+    same_over_time = bool((dropped == dropped[:, :1]).all())
+    assert same_over_time == variational
+    assert dropped.any() and not dropped.all()
+
+
+def test_embedding_dropout_drops_a_character_everywhere_in_the_batch():
+    model = tiny_model(embedding_dropout=0.5).train()
+    seen = {}
+    model.model.rnn.register_forward_pre_hook(lambda module, args: seen.setdefault("vectors", args[0]))
+    input_ids = torch.randint(0, 24, (4, 30))
+    model(input_ids)
+    table = model.model.embeddings.weight
+    for token in input_ids.unique():
+        rows = seen["vectors"][input_ids == token]
+        factor = 0.0 if rows[0].abs().sum() == 0 else 2.0  # dropped, or kept and scaled by 1 / (1 - p)
+        assert torch.allclose(rows, (table[token] * factor).expand_as(rows))
+    kept = {int(t) for t in input_ids.unique() if seen["vectors"][input_ids == t][0].abs().sum() > 0}
+    assert 0 < len(kept) < len(input_ids.unique())

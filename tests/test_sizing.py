@@ -10,10 +10,12 @@ from hf_charrnn.bptt_args import BPTTArguments
 from hf_charrnn.bptt_budget import size_bptt_run
 from hf_charrnn.sizing import (
     CANDIDATES,
+    PARAMETERS_PER_CHARACTER,
     SHORT_BUDGET_MINUTES,
     TOKENS_PER_PARAMETER,
     batch_recipe,
     choose_model_size,
+    dropout_for_passes,
     size_for_budget,
 )
 from hf_charrnn.time_budget import TimeBudget
@@ -43,23 +45,24 @@ def test_rows_that_carry_their_state_take_the_same_tokens_as_more_shorter_rows()
 
 
 def test_a_tiny_budget_takes_the_smallest_model():
-    shape, reason = choose_model_size(60, 10**9, step_seconds_available=0.01, batch_size=4, block_size=8)
+    shape, reason, _ = choose_model_size(60, 10**9, step_seconds_available=0.01, batch_size=4, block_size=8)
     assert shape == CANDIDATES[0] and "smallest" in reason
 
 
 def test_the_corpus_size_caps_the_model():
-    """With all the time in the world, the largest model with no more parameters than the corpus has characters."""
-    characters = parameters(CANDIDATES[3]) + 1
-    shape, reason = choose_model_size(60, characters, step_seconds_available=1e9, batch_size=2, block_size=4)
+    """With all the time in the world, the largest model with no more than PARAMETERS_PER_CHARACTER parameters per
+    character of the corpus; the passes it plans are the characters it sees over the corpus's."""
+    characters = parameters(CANDIDATES[3]) // PARAMETERS_PER_CHARACTER + 1
+    shape, reason, passes = choose_model_size(60, characters, step_seconds_available=1e9, batch_size=2, block_size=4)
     assert shape == CANDIDATES[3], reason
-    assert parameters(CANDIDATES[4]) > characters
-    assert f"the corpus has {characters / 1e6:.1f} M" in reason
+    assert parameters(CANDIDATES[4]) > PARAMETERS_PER_CHARACTER * characters
+    assert f"the corpus has {characters / 1e6:.1f} M" in reason and passes > 1e4
 
 
 def test_the_characters_seen_cap_the_model():
     """The chosen model sees at least TOKENS_PER_PARAMETER characters per parameter; the next one would not."""
     seconds = 3.0
-    shape, reason = choose_model_size(60, 10**9, step_seconds_available=seconds, batch_size=8, block_size=32)
+    shape, reason, _ = choose_model_size(60, 10**9, step_seconds_available=seconds, batch_size=8, block_size=32)
     seen_per_parameter = float(reason.split("(")[2].split(" per parameter")[0])
     assert shape == CANDIDATES[0] or seen_per_parameter >= TOKENS_PER_PARAMETER, reason
 
@@ -122,3 +125,17 @@ def test_a_budgeted_bptt_run_sizes_its_rows_and_their_length_together(tmp_path, 
                                          carried_state=carried_state)
     assert (sized_args.batch_size, sized_args.block_size, sized_args.learning_rate) == expected
     assert sized.reason == "the model size was given"
+
+
+@pytest.mark.parametrize("passes, dropout", [(1, 0.0), (2, 0.0), (4, 0.1), (8, 0.2), (16, 0.3), (12, 0.26), (10**4, 0.5)])
+def test_dropout_grows_a_tenth_per_doubling_of_the_passes(passes, dropout):
+    assert dropout_for_passes(passes) == dropout
+
+
+def test_a_sized_model_gets_the_dropout_of_its_passes_and_a_given_dropout_stays():
+    sized = size_for_budget(10, 600, ModelArguments(), None, None, 60, 10**4, 64)
+    assert sized.dropout == dropout_for_passes(sized.passes) and sized.passes > 2
+    assert sized.model_arguments(ModelArguments()).dropout == sized.dropout
+    assert f"dropout {sized.dropout:g} for {sized.passes:.0f} passes" in sized.reason
+    given = size_for_budget(10, 600, ModelArguments(dropout=0.05), None, None, 60, 10**4, 64)
+    assert given.dropout is None and given.model_arguments(ModelArguments(dropout=0.05)).dropout == 0.05

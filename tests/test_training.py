@@ -197,6 +197,49 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(corpus, tmp_path):
     assert all(torch.isfinite(t).all() for t in weights.values())
 
 
+def test_regularizer_flags_reach_the_saved_config_and_the_summary(corpus, tmp_path):
+    argv = tiny_argv(corpus, tmp_path / "run", "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4",
+                     "--num_layers", "2", "--dropout", "0.2", "--embedding_dropout", "0.1", "--weight_dropout", "0.3",
+                     "--variational_dropout")
+    summary = run(argv)
+    expected = dict(dropout=0.2, embedding_dropout=0.1, weight_dropout=0.3, variational_dropout=True)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {name: config[name] for name in expected} == expected
+    assert {name: summary["hyperparameters"][name] for name in expected} == expected
+
+
+class SpoilWeights(TrainerCallback):
+    """Adds large noise to every weight at the end of `step`: later evaluations get worse."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.add_(torch.randn_like(parameter) * 3)
+
+
+def test_the_best_evaluation_s_weights_are_kept_and_the_last_step_is_evaluated(corpus, tmp_path):
+    """Evaluations every 10 steps of 35, weights spoiled at step 25: the run evaluates its last step (35, off the
+    grid) too, ends with step 20's weights (scored again exactly as at step 20), and names that step."""
+    argv = tiny_argv(corpus, tmp_path / "run", "--max_steps", "35", "--eval_steps", "10", "--save_steps", "10")
+    summary = train(*parse_arguments(argv), callbacks=[SpoilWeights(25)])
+    history = json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"]
+    evaluations = {entry["step"]: entry["eval_bpc"] for entry in history if "eval_bpc" in entry}
+    assert sorted(evaluations) == [10, 20, 30, 35]
+    assert min(evaluations, key=evaluations.get) == 20
+    assert summary["kept_step"] == 20 and summary["validation"]["bpc"] == evaluations[20]
+    assert summary["last_step_validation"]["bpc"] == evaluations[35]
+
+
+def test_a_run_that_does_not_save_where_it_evaluates_keeps_its_last_step(corpus, tmp_path):
+    argv = tiny_argv(corpus, tmp_path / "run", "--max_steps", "20", "--eval_steps", "10", "--save_steps", "15")
+    summary = train(*parse_arguments(argv), callbacks=[SpoilWeights(15)])
+    assert summary["kept_step"] == 20 and "last_step_validation" not in summary
+
+
 def test_early_stopping_stops_when_validation_stops_improving(corpus, tmp_path):
     # A learning rate of zero: the validation loss never improves, so patience 1 stops after the second evaluation.
     summary = run(tiny_argv(corpus, tmp_path / "early", "--learning_rate", "0", "--eval_steps", "5",

@@ -224,11 +224,13 @@ def test_a_resumed_run_keeps_the_precision_its_checkpoint_was_trained_in(tmp_pat
     assert "checkpoint-2 was trained in (a resumed run keeps it)" in resumed["precision"]["reason"]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
-    """SIGINT mid-epoch (cosine schedule, dropout, accumulation, several epochs): a checkpoint is saved, the run
-    raises TrainingInterrupted, and resuming ends bitwise equal to an uninterrupted run."""
+@pytest.mark.parametrize("regularizers", [{}, dict(embedding_dropout=0.1, weight_dropout=0.3, variational_dropout=True)],
+                         ids=["dropout", "awd"])
+def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path, regularizers):
+    """SIGINT mid-epoch (cosine schedule, dropout (and AWD-LSTM's regularizers), accumulation, several epochs): a
+    checkpoint is saved, the run raises TrainingInterrupted, and resuming ends bitwise equal to an uninterrupted run."""
     options = dict(max_steps=40, gradient_accumulation_steps=2, save_steps=100, eval_steps=10, sample_every_steps=15)
-    full = run(tmp_path / "full", **options)
+    full = run(tmp_path / "full", model=tiny_model(**regularizers), **options)
     assert full["epochs"] > 2  # the resume crosses epoch boundaries (state reset at each epoch start)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
 
@@ -237,7 +239,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
             os.kill(os.getpid(), signal.SIGINT)
 
     with pytest.raises(TrainingInterrupted, match="step 7") as stopped:
-        run(tmp_path / "parts", callback=interrupt, **options)
+        run(tmp_path / "parts", model=tiny_model(**regularizers), callback=interrupt, **options)
     assert stopped.value.exit_code == 130
     assert Path(stopped.value.checkpoint).name == "checkpoint-7"
     assert not (tmp_path / "parts" / "model.safetensors").exists()
@@ -247,11 +249,40 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_is_exact(tmp_path):
     # The handlers from before the run are back after it.
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
 
-    resumed = run(tmp_path / "parts", **options)  # finds checkpoint-7 in output_dir by itself
+    resumed = run(tmp_path / "parts", model=tiny_model(**regularizers), **options)  # finds checkpoint-7 by itself
     assert_same_weights(tmp_path / "full", tmp_path / "parts")
     assert resumed["validation"] == full["validation"]
     history = json.loads((tmp_path / "parts" / "log_history.json").read_text())
     assert history == json.loads((tmp_path / "full" / "log_history.json").read_text())
+
+
+def test_the_best_evaluation_s_weights_are_kept_and_the_summary_names_its_step(tmp_path):
+    """Weights spoiled after the step-4 evaluation: the run ends with step 4's weights (saved, and scored again in
+    the summary exactly as the evaluation at step 4 scored them), names that step and gives the last step's figures;
+    the folder that held them while the run went on is gone."""
+    model = tiny_model(dropout=0.0)
+
+    def spoil(info):
+        if info["step"] == 5:
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.add_(torch.randn_like(parameter) * 3)
+
+    summary = run(tmp_path / "run", model=model, callback=spoil, max_steps=6, eval_steps=2, save_steps=2)
+    history = {entry["step"]: entry for entry in json.loads((tmp_path / "run" / "log_history.json").read_text())
+               if "eval_bpc" in entry}
+    assert sorted(history) == [2, 4, 6] and history[4]["eval_bpc"] < min(history[2]["eval_bpc"], history[6]["eval_bpc"])
+    assert summary["kept_step"] == 4
+    assert summary["validation"]["bpc"] == history[4]["eval_bpc"]
+    assert summary["last_step_validation"]["bpc"] == history[6]["eval_bpc"]
+    saved = weights(tmp_path / "run")
+    assert all(torch.equal(saved[name], value) for name, value in model.state_dict().items() if name in saved)
+    assert not (tmp_path / "run" / "best-model").exists()
+
+
+def test_a_run_whose_last_step_is_best_keeps_it(tmp_path):
+    summary = run(tmp_path / "run", max_steps=6, eval_steps=2, save_steps=2, learning_rate=1e-3)
+    assert summary["kept_step"] == 6 and "last_step_validation" not in summary
 
 
 def test_overwrite_output_dir_starts_over(tmp_path):

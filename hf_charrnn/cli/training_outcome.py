@@ -74,6 +74,9 @@ def print_result(summary: dict[str, Any], output_dir: str) -> None:
         f"Validation: loss {validation['loss']:.4f} nats/token, {validation['bpc']:.4f} bits/character, "
         f"perplexity {validation['perplexity']:.3f}"
     )
+    if summary.get("last_step_validation"):
+        print(f"Kept the weights of step {summary['kept_step']}, the best evaluation (the last step's validation: "
+              f"{summary['last_step_validation']['bpc']:.4f} bits/character).")
     if summary.get("validation_note"):
         print(f"Note: {summary['validation_note']}.")
     memorisation = describe_report(summary.get("memorisation") or {})
