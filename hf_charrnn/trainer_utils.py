@@ -265,8 +265,7 @@ def build_model(model_args: ModelArguments, tokenizer, checkpoint: str | None = 
             # New rows for the added characters, initialised as transformers does (the old rows' mean and
             # covariance); the old rows stay. A one-hot model refuses, naming why.
             model.resize_token_embeddings(len(tokenizer))
-        _set_regularization(model, {name: value for name in REGULARIZATION_FIELDS  # variational: only when set
-                                    if (value := getattr(model_args, name)) not in (None, False)})
+        _set_regularization(model, given_regularization(model_args))
         return model
     values = {name: getattr(model_args, name) for name in (*shape_fields, *REGULARIZATION_FIELDS)}
     values = {name: MODEL_DEFAULTS[name] if value is None else value for name, value in values.items()}
@@ -280,6 +279,13 @@ def build_model(model_args: ModelArguments, tokenizer, checkpoint: str | None = 
         **values,
     )
     return CharRNNForCausalLM(config)
+
+
+def given_regularization(model_args: ModelArguments) -> dict[str, Any]:
+    """The regularizers (`REGULARIZATION_FIELDS`) the command line set: a rate given (0 included), and
+    `--variational_dropout` when on (a plain flag: off cannot be told from not given)."""
+    return {name: value for name in REGULARIZATION_FIELDS
+            if (value := getattr(model_args, name)) is not None and value is not False}
 
 
 def _set_regularization(model, values: dict[str, Any]) -> None:
@@ -320,8 +326,8 @@ def model_identity(model_args: ModelArguments) -> dict[str, Any]:
     )}
     if model_args.extend_vocabulary:  # only when set: the runs recorded before the option keep their identity
         identity["extend_vocabulary"] = True
-    identity.update({name: value for name in REGULARIZATION_FIELDS[1:]  # the same: only when set
-                     if (value := getattr(model_args, name)) not in (None, False)})
+    identity.update({name: value for name, value in given_regularization(model_args).items()  # the same: only when set
+                     if name != "dropout"})  # (dropout: in the list above)
     return identity
 
 

@@ -34,8 +34,8 @@ from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 from hf_charrnn.trainer import CharRNNTrainer, train
 from hf_charrnn.checkpoints import TRAINER_STATE_FILE, complete_checkpoints
-from hf_charrnn.trainer_utils import TrainingDivergedError
-from hf_charrnn.training_args import CharRNNTrainingArguments
+from hf_charrnn.trainer_utils import TrainingDivergedError, build_model
+from hf_charrnn.training_args import CharRNNTrainingArguments, ModelArguments
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the king queen sword crown night day love death blood heart speak hear come go fair foul".split()
@@ -206,6 +206,18 @@ def test_regularizer_flags_reach_the_saved_config_and_the_summary(corpus, tmp_pa
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert {name: config[name] for name in expected} == expected
     assert {name: summary["hyperparameters"][name] for name in expected} == expected
+
+
+def test_fine_tuning_sets_the_regularizers_given_zero_included(tmp_path):
+    """A loaded model takes the rates the command line gives, 0 as well (0.0 is a value, not "not given")."""
+    tokenizer = build_char_tokenizer([make_text(0, 20)])
+    hf_charrnn.CharRNNForCausalLM(hf_charrnn.CharRNNConfig(
+        vocab_size=len(tokenizer), hidden_size=16, embedding_dim=8, num_layers=2, dropout=0.3,
+        weight_dropout=0.2)).save_pretrained(tmp_path / "base")
+    model = build_model(ModelArguments(model_name_or_path=str(tmp_path / "base"), dropout=0.0, weight_dropout=0.0,
+                                       embedding_dropout=0.1), tokenizer)
+    assert (model.config.dropout, model.config.weight_dropout, model.config.embedding_dropout) == (0.0, 0.0, 0.1)
+    assert model.model.rnn.dropout == 0.0 and model.model.dropout.p == 0.0
 
 
 class SpoilWeights(TrainerCallback):
