@@ -10,10 +10,13 @@ from hf_charrnn.bptt_args import BPTTArguments
 from hf_charrnn.bptt_budget import size_bptt_run
 from hf_charrnn.sizing import (
     CANDIDATES,
+    MANY_PASSES,
     PARAMETERS_PER_CHARACTER,
     SHORT_BUDGET_MINUTES,
     TOKENS_PER_PARAMETER,
+    TOKENS_PER_PARAMETER_OVER_MANY_PASSES,
     batch_recipe,
+    characters_per_parameter_needed,
     choose_model_size,
     dropout_for_passes,
     size_for_budget,
@@ -65,6 +68,23 @@ def test_the_characters_seen_cap_the_model():
     shape, reason, _ = choose_model_size(60, 10**9, step_seconds_available=seconds, batch_size=8, block_size=32)
     seen_per_parameter = float(reason.split("(")[2].split(" per parameter")[0])
     assert shape == CANDIDATES[0] or seen_per_parameter >= TOKENS_PER_PARAMETER, reason
+
+
+def test_over_many_passes_fewer_characters_per_parameter_will_do(monkeypatch):
+    """A model that would go over a small text MANY_PASSES times or more needs only
+    TOKENS_PER_PARAMETER_OVER_MANY_PASSES characters per parameter: with steps whose time grows with the parameters
+    (a timing model, so that the candidates' figures are known), the candidate that sees 5 per parameter is taken
+    over a 1 M-character text (about 10 passes), not over a large one (a fraction of a pass)."""
+    assert characters_per_parameter_needed(MANY_PASSES) == TOKENS_PER_PARAMETER_OVER_MANY_PASSES
+    assert characters_per_parameter_needed(MANY_PASSES - 0.01) == TOKENS_PER_PARAMETER
+    assert TOKENS_PER_PARAMETER_OVER_MANY_PASSES < 5 < TOKENS_PER_PARAMETER
+    monkeypatch.setattr(sizing, "training_step_seconds", lambda model, *args, **kwargs: 1e-8 * sizing._parameters(model))
+    third = parameters(CANDIDATES[3])
+    seconds = 5 * third * 1e-8 * third / (8 * 32)  # the third candidate sees 5 characters per parameter
+    small, reason, passes = choose_model_size(60, 10**6, seconds, batch_size=8, block_size=32)
+    assert small == CANDIDATES[3] and MANY_PASSES <= passes, reason
+    large, reason, _ = choose_model_size(60, 10**9, seconds, batch_size=8, block_size=32)
+    assert large == CANDIDATES[2], reason
 
 
 def test_given_options_win():
