@@ -5,6 +5,7 @@ import sys
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
 
+from .dynamic_evaluation import DynamicEvaluation, adapt_to
 from .scoring import document_start_id
 from .states import PrimedState, continue_from, prime
 from .tokenization_charrnn import (
@@ -54,15 +55,22 @@ class StopOnText(StoppingCriteria):
 
 
 def primed_state(model, tokenizer, prompt: str, loaded: PrimedState | None = None,
-                 as_record: bool = False) -> PrimedState:
+                 as_record: bool = False, dynamic: DynamicEvaluation | None = None) -> PrimedState:
     """The state after reading `prompt`, or after `loaded`'s prompt and then `prompt`. `as_record`: the prompt is the
-    beginning of a record (a document), read after `<eos>` as records are in training and texts are in `score`."""
+    beginning of a record (a document), read after `<eos>` as records are in training and texts are in `score`.
+    `dynamic`: first adapt the weights to the prompt as dynamic evaluation reads it (`hf_charrnn.dynamic_evaluation`;
+    they stay adapted: the caller restores them), then read it with those weights."""
     if loaded is not None:
+        if dynamic is not None:
+            raise ValueError("Dynamic evaluation adapts the weights to a prompt, and a saved state belongs to the "
+                             "trained weights: give the whole prompt instead of a saved state.")
         more = encode_prompt(tokenizer, prompt, model.device)["input_ids"] if prompt else loaded.prompt_ids[:, :0]
         return prime(model, more, after=loaded)
     ids = encode_prompt(tokenizer, prompt, model.device)["input_ids"]  # no prompt: the document start alone
     if as_record and prompt:
         ids = torch.cat([torch.tensor([[document_start_id(tokenizer)]], device=ids.device), ids], dim=1)
+    if dynamic is not None:
+        adapt_to(model, ids[0], dynamic)
     return prime(model, ids)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from .dynamic_evaluation import DynamicEvaluation, adapted_weights, adapting_log_probabilities
 from .evaluation import DEFAULT_CHUNK_LENGTH, eval_mode
 
 
@@ -75,16 +76,21 @@ def score_texts(
     surprisal: bool = False,
     batch_size: int = 32,
     chunk_length: int = DEFAULT_CHUNK_LENGTH,
+    dynamic: DynamicEvaluation | None = None,
 ) -> list[dict]:
     """
     Score each text on its own (the state starts afresh, after `<eos>`). Returns, per text in the order given:
     `{"characters", "tokens", "log_probability" (natural log), "bits" (-log2 of the probability), "bpc"}`, plus
     `"surprisal"`, a list of `[token text, bits]`, when asked. `characters` counts the `<eos>` as one when
     `with_end` (as `hf_charrnn.evaluation` does); an empty text without its end has nothing to score (`bpc` None).
+    `dynamic`: each text read with dynamic evaluation (`hf_charrnn.dynamic_evaluation`), from the trained weights.
     """
     if batch_size < 1 or chunk_length < 1:
         raise ValueError(f"batch_size and chunk_length must be >= 1, got {batch_size} and {chunk_length}.")
     encoded = [encode_text(tokenizer, text, with_end) for text in texts]
+    if dynamic is not None:
+        return [_text_result(text, _dynamic_log_probabilities(model, ids, dynamic), pieces, with_end, surprisal)
+                for text, (ids, pieces) in zip(texts, encoded)]
     results: list[dict | None] = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: len(encoded[i][0]), reverse=True)  # similar lengths together
     with eval_mode(model):
@@ -97,6 +103,14 @@ def score_texts(
                 results[i] = _text_result(texts[i], log_probs, encoded[i][1], with_end, surprisal)
     return [result or _text_result(texts[i], torch.zeros(0), [], with_end, surprisal)
             for i, result in enumerate(results)]
+
+
+def _dynamic_log_probabilities(model, ids: list[int], settings: DynamicEvaluation) -> torch.Tensor:
+    """The log-probability of each id after the first, read with dynamic evaluation from the trained weights."""
+    if len(ids) < 2:
+        return torch.zeros(0, dtype=torch.float64)
+    with adapted_weights(model):
+        return torch.cat(list(adapting_log_probabilities(model, torch.tensor(ids), settings)))
 
 
 def _text_result(text: str, log_probs: torch.Tensor, pieces: list[str], with_end: bool, surprisal: bool) -> dict:

@@ -21,7 +21,8 @@ warm-up steps, then a cosine to 1e-4 over the rest of the wall-clock budget, gra
 `--minutes` of training-loop time. It is scored on the same held-out file in windows of its 64 positions: the first
 window scores all its characters, each later window moves on by 32 and scores its last 32, so every character after
 the first 32 is predicted from 32 to 63 characters before it (its attention's limit). The result prints each
-command's held-out bpc, its own validation bpc (the last 5 % of the training file, which continues the text it trained
+command's held-out bpc (and beside it the figure with dynamic evaluation, `--dynamic_evaluation`'s defaults, which
+is not part of the comparison: the reference does not adapt), its own validation bpc (the last 5 % of the training file, which continues the text it trained
 on and reads easier), its steps and passes over the text, and its margin against the reference (positive: better).
 """
 
@@ -71,15 +72,17 @@ def write_corpus(folder: Path, millions: float) -> tuple[Path, Path]:
     return train, held_out
 
 
-def held_out_bpc(output_dir: Path, held_out: Path) -> float:
-    """`hf-charrnn evaluate --text_file HELD_OUT` of a trained folder: the state carried over the whole file."""
+def held_out_bpc(output_dir: Path, held_out: Path) -> tuple[float, float]:
+    """`hf-charrnn evaluate --text_file HELD_OUT --dynamic_evaluation` of a trained folder: the static figure (the
+    state carried over the whole file) and the dynamic one (the weights adapting as they read it, defaults)."""
     scores = output_dir / "held_out_scores.json"
     evaluation = subprocess.run([sys.executable, "-m", "hf_charrnn.cli", "evaluate", "--model_name_or_path",
-                                 str(output_dir), "--text_file", str(held_out), "--output_file", str(scores)],
-                                capture_output=True, text=True)
+                                 str(output_dir), "--text_file", str(held_out), "--output_file", str(scores),
+                                 "--dynamic_evaluation"], capture_output=True, text=True)
     if evaluation.returncode != 0:
         raise RuntimeError(f"evaluate failed ({evaluation.returncode}):\n{evaluation.stderr[-3000:]}")
-    return round(json.loads(scores.read_text(encoding="utf-8"))["bpc"], 4)
+    result = json.loads(scores.read_text(encoding="utf-8"))
+    return round(result["bpc"], 4), round(result["dynamic_evaluation"]["bpc"], 4)
 
 
 def reference_lr(step: int, elapsed: float, budget: float) -> float:
@@ -176,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{label} reference: {entry['reference']['held_out_bpc']:.4f} bpc")
             for command in args.commands:
                 run = run_command(command, args.minutes, root / label / command, ("--train_file", str(train_file)))
-                run["held_out_bpc"] = held_out_bpc(root / label / command, held_out)
+                run["held_out_bpc"], run["held_out_bpc_dynamic"] = held_out_bpc(root / label / command, held_out)
                 if "reference" in entry:
                     run["below_reference_bpc"] = round(entry["reference"]["held_out_bpc"] - run["held_out_bpc"], 4)
                 log(f"{label} {command}: {run['held_out_bpc']:.4f} bpc held out ({run['own_validation_bpc']:.4f} "
-                    f"own validation), {run['steps']} steps, {run['epochs']} passes")
+                    f"own validation; {run['held_out_bpc_dynamic']:.4f} with dynamic evaluation), {run['steps']} "
+                    f"steps, {run['epochs']} passes")
                 entry["runs"][command] = run
             results["corpora"][label] = entry
     print(json.dumps(results, indent=2))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import text_files, text_pieces
+from ..dynamic_evaluation import evaluate_dataset_dynamically
 from ..evaluation import DEFAULT_CHUNK_LENGTH, evaluate_dataset
 from ..model_loading import load_model_and_tokenizer
 from ..tokenization_charrnn import (
@@ -26,11 +27,12 @@ from ..tokenization_charrnn import (
     unknown_warning,
 )
 from ..trainer_utils import dataset_label, load_corpus, load_raw_data, recorded_data_arguments, training_texts
+from .dynamic_options import DynamicEvaluationArguments
 from .help_format import parse_model_command
 
 
 @dataclass
-class EvaluateArguments:
+class EvaluateArguments(DynamicEvaluationArguments):
     model_name_or_path: str = field(
         metadata={"help": "A saved model folder (from save_pretrained or a training run) or a Hub repo id."}
     )
@@ -68,6 +70,11 @@ class EvaluateArguments:
         default=False, metadata={"help": "Allow loading model code from the checkpoint (needed without hf_charrnn)."}
     )
     output_file: str | None = field(default=None, metadata={"help": "Also write the JSON result to this file."})
+
+    def __post_init__(self):
+        if self.dynamic_settings() is not None and self.batch_size != 1:
+            raise ValueError("--dynamic_evaluation reads the text as one stream, learning as it goes: leave out "
+                             f"--batch_size {self.batch_size} (or give 1).")
 
 
 def choose_texts(args: EvaluateArguments) -> tuple[Any, dict]:
@@ -118,6 +125,14 @@ def check_scorable(tokenizer, texts) -> None:
         print(f"warning: {message}{shown}", file=sys.stderr)
 
 
+def dynamic_report(model, tokenizer, texts, args: EvaluateArguments) -> dict:
+    """The same texts scored with dynamic evaluation: its figures, settings and time, beside the static ones."""
+    settings = args.dynamic_settings()
+    started = time.perf_counter()
+    result = evaluate_dataset_dynamically(model, tokenizer, texts, settings)
+    return {**result, **asdict(settings), "seconds": round(time.perf_counter() - started, 3)}
+
+
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 3),
         "characters_per_second": round(result["characters"] / seconds, 1) if seconds > 0 else None,
     }
+    if args.dynamic_settings() is not None:
+        report["dynamic_evaluation"] = dynamic_report(model, tokenizer, texts, args)
     text = json.dumps(report, indent=2)
     print(text)
     if args.output_file:

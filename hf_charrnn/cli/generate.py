@@ -9,6 +9,7 @@ from transformers import set_seed
 from ..generate import primed_state, sample, sample_records
 from ..model_loading import load_model_and_tokenizer
 from ..states import load_state, save_state
+from .dynamic_options import add_dynamic_arguments, dynamic_settings
 from .text_input import text_from_option
 
 
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --max_new_tokens 0 only that")
     parser.add_argument("--load_state", metavar="FILE", help="continue from a state saved with --save_state by this "
                         "model (--prompt, if given, continues its prompt): the tokens one long call would give")
+    add_dynamic_arguments(parser)
     return parser
 
 
@@ -90,6 +92,10 @@ def check_options(args: argparse.Namespace) -> None:
     if args.num_records and (args.greedy or (args.num_beams or 1) > 1):
         raise ValueError("--num_records samples its records: with --greedy or --num_beams they would all be the same "
                          "record. Leave those out (--temperature makes them safer).")
+    if dynamic_settings(args) is not None and (not args.prompt or args.save_state or args.load_state):
+        raise ValueError("--dynamic_evaluation adapts the weights to the prompt before sampling: give a --prompt (a "
+                         "long one: a page of the text to continue), without --save_state or --load_state (a state "
+                         "belongs to the trained weights).")
     if args.save_state and not Path(args.save_state).expanduser().resolve().parent.is_dir():
         raise ValueError(f"--save_state {args.save_state}: its folder does not exist. Create it first, or save the "
                          "state elsewhere.")
@@ -102,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model, revision=args.revision, device=args.device)
     loaded = load_state(args.load_state, model) if args.load_state else None
-    state = primed_state(model, tokenizer, read_prompt(args.prompt), loaded, as_record=bool(args.num_records))
+    state = primed_state(model, tokenizer, read_prompt(args.prompt), loaded, as_record=bool(args.num_records),
+                         dynamic=dynamic_settings(args))  # the weights adapted to the prompt (this process only)
     if args.save_state:
         save_state(args.save_state, model, state)
         print(f"Saved the state after {state.prompt_ids.shape[1]} prompt tokens to {args.save_state}.",

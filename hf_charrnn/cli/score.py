@@ -17,6 +17,7 @@ from ..evaluation import DEFAULT_CHUNK_LENGTH
 from ..model_loading import load_model_and_tokenizer
 from ..scoring import score_texts
 from ..tokenization_charrnn import count_unknown_characters, is_char_level, unknown_warning
+from .dynamic_options import DynamicEvaluationArguments
 from .help_format import parse_model_command
 from .text_input import text_from_option
 
@@ -25,7 +26,7 @@ LINES_PER_BATCH = 4096  # lines scored and printed together
 
 
 @dataclass
-class ScoreArguments:
+class ScoreArguments(DynamicEvaluationArguments):
     model_name_or_path: str = field(
         metadata={"help": "A saved model folder (from save_pretrained or a training run) or a Hub repo id."}
     )
@@ -59,6 +60,7 @@ class ScoreArguments:
             raise ValueError("Say what to score: --text TEXT or --text_file FILE (one of them).")
         if self.batch_size < 1 or self.chunk_length < 1:
             raise ValueError("--batch_size and --chunk_length must be at least 1.")
+        self.dynamic_settings()  # a bad value is named before the model loads
 
 
 def text_to_read(args: ScoreArguments) -> tuple[str | None, str | None]:
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         for texts, labels in batches_to_score(args, path, text):
             unknown.update(count_unknown_characters(tokenizer, texts))
             results = score_texts(model, tokenizer, texts, with_end=args.with_end, surprisal=args.surprisal,
-                                  batch_size=args.batch_size, chunk_length=args.chunk_length)
+                                  batch_size=args.batch_size, chunk_length=args.chunk_length,
+                                  dynamic=args.dynamic_settings())
             lines = "\n".join(json.dumps({**label, **result}, ensure_ascii=False)
                               for label, result in zip(labels, results))
             print(lines, flush=True)
