@@ -4,15 +4,16 @@ A char model trained on one text meets new material in another: names it never s
 model can only hold them in its state; dynamic evaluation also learns them. The text is read in segments of
 `segment_length` tokens with the state carried, as `hf_charrnn.evaluation` reads it; each segment is scored first,
 with the weights as they are, and then the weights take one step on that segment's mean loss. The step is Krause et
-al.'s RMS-normalised rule (their eq. 8), with a decay that pulls the weights back toward the trained ones:
+al.'s RMS-normalised rule, with a decay that pulls the weights back toward the trained ones:
 
     ms    <- beta * ms + (1 - beta) * grad ** 2                    (per weight)
     theta <- theta - learning_rate * grad / (sqrt(ms / (1 - beta ** t)) + 1e-8) + decay * (theta_trained - theta)
 
 They gathered the mean squares `ms` over the training data; a checkpoint does not keep that, so here they are gathered
-from the text as it is read, with Adam's bias correction for the first steps (`torch.optim.Adam` without momentum). On the first 20,000 held-out characters of the 1 MB corpus of
-`scripts/bench_small_corpus.py` (a 2x384 LSTM trained there), the plain gradient step (their eq. 6) gained at most
-0.020 bpc (learning rate 0.3; 1 and more made it worse), this rule 0.029 (1e-3, segments of 64).
+from the text as it is read, with Adam's bias correction for the first steps (`torch.optim.Adam` without momentum).
+On the first 20,000 held-out characters of the 1 MB corpus of `scripts/bench_small_corpus.py` (a 2x384 LSTM trained
+there), their plain gradient step gained at most 0.020 bpc (learning rate 0.3; 1 and more made it worse), this rule
+0.029 (1e-3, segments of 64), both without decay.
 
 Every token is predicted before the model has learnt from it, so the figure is an honest online prediction score;
 but it is not the static figure (a model that adapts is another model), and `hf-charrnn evaluate` reports both. The

@@ -367,7 +367,8 @@ class CharRNNModel(CharRNNPreTrainedModel):
             last = kept[0] if len(kept) == 1 else torch.cat(kept, dim=1)
             return self._drop(last, self.dropout.p), None, state
         hidden_states = [parts[0] if len(parts) == 1 else torch.cat(parts, dim=1) for parts in zip(*every_layer)]
-        hidden_states[-1] = self._drop(hidden_states[-1], self.dropout.p)  # the last layer's, as last_hidden_state has it
+        # the last layer's outputs, with the dropout last_hidden_state has
+        hidden_states[-1] = self._drop(hidden_states[-1], self.dropout.p)
         return (hidden_states[-1][:, -keep:] if keep else hidden_states[-1]), tuple(hidden_states), state
 
     def _encode(self, input_ids: torch.LongTensor) -> torch.Tensor:

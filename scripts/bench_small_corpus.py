@@ -22,8 +22,9 @@ warm-up steps, then a cosine to 1e-4 over the rest of the wall-clock budget, gra
 window scores all its characters, each later window moves on by 32 and scores its last 32, so every character after
 the first 32 is predicted from 32 to 63 characters before it (its attention's limit). The result prints each
 command's held-out bpc (and beside it the figure with dynamic evaluation, `--dynamic_evaluation`'s defaults, which
-is not part of the comparison: the reference does not adapt), its own validation bpc (the last 5 % of the training file, which continues the text it trained
-on and reads easier), its steps and passes over the text, and its margin against the reference (positive: better).
+is not part of the comparison: the reference does not adapt), its own validation bpc (the last 5 % of the training
+file, which continues the text it trained on and reads easier), its steps and passes over the text, and its margin
+against the reference (positive: better).
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ def test_over_many_passes_fewer_characters_per_parameter_will_do(monkeypatch):
     assert characters_per_parameter_needed(MANY_PASSES) == TOKENS_PER_PARAMETER_OVER_MANY_PASSES
     assert characters_per_parameter_needed(MANY_PASSES - 0.01) == TOKENS_PER_PARAMETER
     assert TOKENS_PER_PARAMETER_OVER_MANY_PASSES < 5 < TOKENS_PER_PARAMETER
-    monkeypatch.setattr(sizing, "training_step_seconds", lambda model, *args, **kwargs: 1e-8 * sizing._parameters(model))
+    monkeypatch.setattr(sizing, "training_step_seconds",
+                        lambda model, *args, **kwargs: 1e-8 * sizing._parameters(model))
     third = parameters(CANDIDATES[3])
     seconds = 5 * third * 1e-8 * third / (8 * 32)  # the third candidate sees 5 characters per parameter
     small, reason, passes = choose_model_size(60, 10**6, seconds, batch_size=8, block_size=32)
