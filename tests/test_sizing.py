@@ -148,8 +148,9 @@ def test_a_budgeted_bptt_run_sizes_its_rows_and_their_length_together(tmp_path, 
     assert sized.reason == "the model size was given"
 
 
-@pytest.mark.parametrize("passes, dropout", [(1, 0.0), (2, 0.0), (4, 0.1), (8, 0.2), (16, 0.3), (12, 0.26), (10**4, 0.5)])
-def test_dropout_grows_a_tenth_per_doubling_of_the_passes(passes, dropout):
+@pytest.mark.parametrize("passes, dropout", [(1, 0.0), (5, 0.0), (10, 0.15), (20, 0.3), (40, 0.45), (15, 0.24),
+                                             (54, 0.5), (10**4, 0.5)])
+def test_dropout_grows_by_015_per_doubling_of_the_passes_beyond_five(passes, dropout):
     assert dropout_for_passes(passes) == dropout
 
 
