@@ -33,12 +33,15 @@ The rule, and the measurements behind it (2-core CPU, the embedded Shakespeare c
   parameter in ten minutes and beat the default 2 x 512 (3.3 M parameters), which sees about a third of that; so a
   10-minute budget there picks the demo's model. On a faster machine or a longer budget the rule grows the model;
   on a small corpus the ceiling stops it: at most `PARAMETERS_PER_CHARACTER` (8) parameters per training character.
-  A model that would go over its text `MANY_PASSES` (8) times or more gets a dropout of 0.1 or more (below), and
+  A model that would go over its text `MANY_PASSES` (6) times or more gets a dropout (below), and
   regularised a larger one pays even when it sees fewer characters per parameter: at 1 MB (half of a 2-core machine
   each, the BPTT path) a 2x384 seeing 5.4 characters per parameter with dropout 0.3 scored 2.202 held-out bpc, a 2x512
   seeing 2.1 with 0.3 2.193, against 2.275 for the 2x256 seeing 26 with 0.39. So over many passes test (a) asks
-  `TOKENS_PER_PARAMETER_OVER_MANY_PASSES` (4) characters per parameter; a corpus seen 2-5 times (the embedded one in
-  ten minutes) keeps 8.
+  `TOKENS_PER_PARAMETER_OVER_MANY_PASSES` (3) characters per parameter; a corpus seen 2-5 times (the embedded one in
+  ten minutes) keeps 8. The first thresholds (8 passes, 4 per parameter) put a 1 MB file's 2x384 on the edge of both
+  on a 2-core AMD EPYC (9.4-9.8 passes, 4.3 characters per parameter): a step timed 7 % slower sized a 2x256 for
+  26 passes instead, the model that had scored 2.275-2.311 against the 2x384's 2.19-2.23. These leave it half again
+  of room on each, and still keep the 2x512 (1.8 per parameter there) out.
   It was char-rnn's one parameter per character, which held a 1 MB file to a 2x192 without dropout; with the
   dropout below a 2x384 or 2x512 scored 0.25 bpc better on held-out plays, and at 0.3 MB a 2x384 (7 parameters per
   character) beat the 2x192 a ceiling of 3 allowed (README, "A time budget, bf16 and sized defaults").
@@ -75,10 +78,10 @@ from .step_timing import training_step_seconds
 CANDIDATES = ((2, 128, 32), (2, 192, 48), (2, 256, 64), (2, 384, 96), (2, 512, 128), (3, 512, 128), (3, 768, 192))
 """(num_layers, hidden_size, embedding_dim), smallest first."""
 TOKENS_PER_PARAMETER = 8
-MANY_PASSES = 8
-"""A model that would go over its text this many times or more (and so takes a dropout of 0.1 or more) needs only
+MANY_PASSES = 6
+"""A model that would go over its text this many times or more (and so takes a sized dropout) needs only
 `TOKENS_PER_PARAMETER_OVER_MANY_PASSES` characters per parameter: regularised, a larger model generalises better."""
-TOKENS_PER_PARAMETER_OVER_MANY_PASSES = 4
+TOKENS_PER_PARAMETER_OVER_MANY_PASSES = 3
 PARAMETERS_PER_CHARACTER = 8
 """The ceiling on model size: at most this many parameters per character of training text (the rule's test (b))."""
 DROPOUT_PER_DOUBLING = 0.15
