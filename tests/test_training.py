@@ -299,6 +299,15 @@ def test_defaults_fill_only_what_the_user_did_not_pass():
     assert args.report_to == ["tensorboard"]
 
 
+def test_yes_no_options_work_as_bare_switches_and_still_take_a_value():
+    """TrainingArguments' disable_tqdm and our load_best_model_at_end default to None (decided later), which
+    HfArgumentParser leaves wanting a value; a bare switch means yes, as it does for a plain bool option."""
+    _, _, args = parse_arguments(["--disable_tqdm", "--load_best_model_at_end", "--report_to", "none"])
+    assert args.disable_tqdm is True and args.load_best_model_at_end is True
+    _, _, args = parse_arguments(["--disable_tqdm", "false", "--load_best_model_at_end", "no", "--report_to", "none"])
+    assert args.disable_tqdm is False and args.load_best_model_at_end is False
+
+
 @pytest.mark.parametrize(
     "case",
     ["missing_train_file", "empty_train_file", "missing_text_column", "empty_validation_split", "text_too_short"],

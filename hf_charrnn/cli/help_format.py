@@ -19,6 +19,20 @@ class ValuesUsedHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def switches_take_no_value(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every yes/no option of `parser` also works as a bare switch (`--disable_tqdm` as `--disable_tqdm true`).
+
+    HfArgumentParser does that for a `bool` field, but an `Optional[bool]` one whose default is None (TrainingArguments'
+    `disable_tqdm`, our `load_best_model_at_end`, which a later check fills in) is left wanting a value, so the bare
+    switch failed with "expected one argument"."""
+    from transformers.hf_argparser import string_to_bool
+
+    for action in parser._actions:
+        if action.type is string_to_bool and action.nargs is None:
+            action.nargs, action.const = "?", True
+    return parser
+
+
 def parse_model_command(arguments_class, argv: list[str] | None, prog: str, description: str):
     """The arguments dataclass of a command that takes a model (`evaluate`, `score`): the model may come first,
     without its option name (`hf-charrnn score MODEL --text ...`)."""

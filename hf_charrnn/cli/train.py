@@ -15,19 +15,19 @@ from transformers import HfArgumentParser
 from ..trainer import train
 from ..training_args import CharRNNTrainingArguments, DataArguments, ModelArguments
 from .exit_codes import EXIT_USER_ERROR
-from .help_format import ValuesUsedHelpFormatter
+from .help_format import ValuesUsedHelpFormatter, switches_take_no_value
 from .training_outcome import configure_logging, run_and_report
 
 
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser(
+    return switches_take_no_value(HfArgumentParser(
         (ModelArguments, DataArguments, CharRNNTrainingArguments),
         prog="hf-charrnn train",
         description="Train a CharRNN language model (LSTM/GRU/RNN) with transformers' Trainer. Without arguments it "
         "trains a 2x512 LSTM on the embedded Shakespeare corpus; every TrainingArguments option works as well "
         "(e.g. --max_steps, --learning_rate, --per_device_train_batch_size, --resume_from_checkpoint).",
         formatter_class=ValuesUsedHelpFormatter,
-    )
+    ))
 
 
 def parse_arguments(

@@ -14,12 +14,12 @@ from ..bptt_args import BPTTArguments
 from ..training_accelerate import train_bptt
 from ..training_args import CorpusArguments, ModelArguments
 from .exit_codes import EXIT_USER_ERROR
-from .help_format import ValuesUsedHelpFormatter
+from .help_format import ValuesUsedHelpFormatter, switches_take_no_value
 from .training_outcome import configure_logging, run_and_report
 
 
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser(
+    return switches_take_no_value(HfArgumentParser(
         (ModelArguments, CorpusArguments, BPTTArguments),
         prog="hf-charrnn train-accelerate",
         description="Train a CharRNN the classic char-rnn way with accelerate: one token stream laid out as "
@@ -27,7 +27,7 @@ def make_parser() -> HfArgumentParser:
         "to batch (stateful truncated BPTT). Without arguments: a 2x512 LSTM on the embedded Shakespeare corpus. "
         "Runs on one CPU/GPU, or on several processes with `accelerate launch`.",
         formatter_class=ValuesUsedHelpFormatter,
-    )
+    ))
 
 
 def main(argv: list[str] | None = None) -> int:
