@@ -50,11 +50,13 @@ The rule, and the measurements behind it (2-core CPU, the embedded Shakespeare c
   `PASSES_WITHOUT_DROPOUT`, then `DROPOUT_PER_DOUBLING` per doubling, at most `MAX_SIZED_DROPOUT`. Measured at 1 MB
   (ten minutes, half of a 2-core machine each): 2x192 without dropout (63 passes) 2.454 held-out bpc, with 0.3
   2.297; 2x384 with 0.3 (12 passes) 2.202; at 0.3 MB a 2x384 with 0.5 (32 passes) still overfitted by the end (its
-  best step 3,208 of 4,010). Around ten passes less is better: at 1 MB with the whole of a 2-core AMD EPYC (a 2x384,
-  10-13 passes), `hf-charrnn train` scored 2.193 with 0.12 against 2.229 with 0.23, `train-accelerate` 2.208 and
-  2.205; on an AMX Xeon 0.24 beat 0.34 (2.192 and 2.217) and 0.28 beat 0.31. So dropout starts after
+  best step 3,208 of 4,010). Around ten passes less does no worse: at 1 MB with the whole of a 2-core AMD EPYC (a
+  2x384, 10-13 passes), `hf-charrnn train` scored 2.193-2.229 with 0.12-0.18 against 2.229 with 0.23 (single runs of
+  a path differ by about 0.035), `train-accelerate` 2.191-2.208 with 0.12-0.2 and 2.205 with 0.22; on an AMX Xeon
+  0.24 beat 0.34 (2.192 and 2.217) and 0.28 beat 0.31. So dropout starts after
   `PASSES_WITHOUT_DROPOUT` (5) passes and climbs 0.15 a doubling: 10 passes 0.15, 20 0.3, 40 0.45, 54 and more 0.5;
-  the embedded corpus (2-5 passes in ten minutes) trains without, as its `bench_budget.py` figures were measured.
+  the embedded corpus (2-5 passes in ten minutes) trains with little or none, as its `bench_budget.py` figures were
+  measured.
   AWD-LSTM's weight drop and locked masks (the config has both) learned too slowly for ten minutes and are not
   sized.
 
