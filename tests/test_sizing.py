@@ -88,6 +88,18 @@ def test_over_many_passes_fewer_characters_per_parameter_will_do(monkeypatch):
     assert large == CANDIDATES[2], reason
 
 
+def test_a_model_seeing_its_text_7_times_at_3_5_characters_per_parameter_is_taken(monkeypatch):
+    """The thresholds' margin (6 passes, 3 per parameter): a 1 MB file's 2x384 sat at 9.4-9.8 passes and 4.0-4.3
+    characters per parameter on a 2-core AMD EPYC, so a step timed a little slower dropped it under the first
+    thresholds (8 passes, 4) to a 2x256; a candidate at about 7 passes and 3.5 per parameter is still taken."""
+    monkeypatch.setattr(sizing, "training_step_seconds",
+                        lambda model, *args, **kwargs: 1e-8 * sizing._parameters(model))
+    third = parameters(CANDIDATES[3])
+    seconds = 3.5 * third * 1e-8 * third / (8 * 32)  # the third candidate sees 3.5 characters per parameter
+    shape, reason, passes = choose_model_size(60, 10**6, seconds, batch_size=8, block_size=32)
+    assert shape == CANDIDATES[3] and 6 < passes < 8, reason
+
+
 def test_given_options_win():
     sized = size_for_budget(10, 600, ModelArguments(hidden_size=64), 32, 1e-3, 60, 10**6, 64)
     assert (sized.hidden_size, sized.batch_size, sized.learning_rate) == (None, None, None)
