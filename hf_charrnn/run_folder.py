@@ -84,6 +84,8 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 RENAMED_SETTINGS = {"training.per_device_train_batch_size": "training.train_batch_size"}
 """Settings recorded under an older name: a run recorded then (one process: the same value) still resumes."""
+ADDED_SETTINGS = {"shift_blocks": "--shift_blocks false"}
+"""Settings added after runs were recorded without them, and the option that resumes such a run as it was cut."""
 
 
 def differences(recorded: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
@@ -130,9 +132,12 @@ def check_output_dir(output_dir: str | os.PathLike, identity: Mapping[str, Any],
     if extend:
         changed = [line for line in changed if line.split(":", 1)[0] not in LENGTH_SETTINGS]
     if changed:
+        added = [ADDED_SETTINGS[name] for name in ADDED_SETTINGS if f"{name}: '(not set)' -> " in "\n".join(changed)]
         raise RunFolderError(
             f"The output folder {str(output_dir)!r} holds another run; this command asks for a different one:\n  "
-            + "\n  ".join(changed) + "\n" + ways_on(output_dir)
+            + "\n  ".join(changed) + "\n"
+            + (f"It was recorded by an earlier version: to resume it as it was, add {' '.join(added)}. "
+               if added else "") + ways_on(output_dir)
         )
     if record.get("status") == STATUS_COMPLETE and not extend:
         raise RunAlreadyComplete(completed_message(output_dir, record))

@@ -5,7 +5,8 @@ The run, end to end:
 1. load the text (the embedded Shakespeare corpus by default; text files; or any `datasets` data set),
 2. build a character (or word) tokenizer from the training text, or load one,
 3. build a `CharRNNForCausalLM` sized for that vocabulary (or load a checkpoint to fine-tune),
-4. cut the text into blocks of `block_size` tokens (labels = input_ids; the model shifts them),
+4. cut the text into blocks of `block_size` tokens (labels = input_ids; the model shifts them), the training text
+   at a fresh offset each epoch (`shifted_blocks`),
 5. train with `Trainer`: AdamW, learning-rate schedule, gradient clipping, periodic evaluation reporting `eval_loss`
    (nats/token), `eval_bpc` (bits per character) and `eval_perplexity`, checkpoints, TensorBoard logs, a generated
    sample every `sample_every_steps` steps, optional early stopping;
@@ -55,6 +56,7 @@ from .run_folder import (
     OutputDirClaim,
     refused_pickle_message,
 )
+from .shifted_blocks import ShiftBlocksCallback, ShiftedBlocks
 from .trainer_callback import (
     EvaluateLastStepCallback,
     GracefulInterruptCallback,
@@ -163,6 +165,8 @@ def _select(dataset, count: int | None):
     """The first `count` rows (all when None), for a map-style or a streaming data set."""
     if count is None:
         return dataset
+    if isinstance(dataset, ShiftedBlocks):
+        return dataset.first(count)
     if hasattr(dataset, "__len__"):
         return dataset.select(range(min(count, len(dataset))))
     return dataset.take(count)
@@ -250,6 +254,8 @@ def trainer_run_identity(model_args: ModelArguments, data_args: DataArguments, t
                             if name == "train_batch_size" else getattr(training_args, name))
                      for name in TRAINER_IDENTITY_FIELDS},
         "block_size": data_args.block_size,
+        # only when set: a run recorded before the blocks shifted resumes with --shift_blocks false, as it was cut
+        **({"shift_blocks": True} if _shifts_blocks(data_args) else {}),
     }
 
 
@@ -309,7 +315,12 @@ def _check_options(data_args: DataArguments, training_args: TrainingArguments) -
             raise ValueError("--early_stopping_patience needs --metric_for_best_model eval_loss.")
 
 
-def _blocks(raw, tokenizer, data_args: DataArguments) -> dict[str, Any]:
+def _shifts_blocks(data_args: DataArguments) -> bool:
+    """Whether the training blocks start at a fresh offset each epoch: a stream cut into blocks, held in memory."""
+    return data_args.shift_blocks and data_args.records == "none" and not data_args.streaming
+
+
+def _blocks(raw, tokenizer, data_args: DataArguments, seed: int) -> dict[str, Any]:
     """The splits cut into blocks of `block_size` tokens (or, in record mode, one example per record): train and
     validation (limited as asked), and test."""
     wanted = {"train": raw["train"], "validation": raw["validation"]}
@@ -325,8 +336,12 @@ def _blocks(raw, tokenizer, data_args: DataArguments) -> dict[str, Any]:
                 ds, tokenizer, data_args.block_size, num_proc=data_args.preprocessing_num_workers,
                 add_eos=not (data_args.streaming and data_args.train_file),
             )
-            for split, ds in wanted.items()
+            for split, ds in wanted.items() if split != "train" or not _shifts_blocks(data_args)
         }
+        if _shifts_blocks(data_args):
+            ids = data.tokenize_stream(raw["train"], tokenizer, num_proc=data_args.preprocessing_num_workers,
+                                       compact=True)  # 1-2 bytes a token, memory-mapped: blocks convert as read
+            grouped["train"] = ShiftedBlocks(ids, data_args.block_size, seed)
     grouped["train"] = _select(grouped["train"], data_args.max_train_samples)
     grouped["validation"] = _select(grouped["validation"], data_args.max_eval_samples)
     return grouped
@@ -334,10 +349,11 @@ def _blocks(raw, tokenizer, data_args: DataArguments) -> dict[str, Any]:
 
 def _callbacks(tokenizer, prompt: str, data_args: DataArguments, training_args,
                extra: Sequence[TrainerCallback]) -> list:
-    """The run's callbacks, the project's first: non-finite loss, interrupt, samples, (early stopping), `extra`."""
+    """The run's callbacks, the project's first: non-finite loss, interrupt, samples, the blocks' epoch, (early
+    stopping), `extra`."""
     sampler = SampleCallback(tokenizer, prompt, data_args.sample_every_steps, data_args.sample_length,
                              training_args.seed)
-    callbacks = [NonFiniteLossCallback(), GracefulInterruptCallback(), sampler]
+    callbacks = [NonFiniteLossCallback(), GracefulInterruptCallback(), sampler, ShiftBlocksCallback()]
     if training_args.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(training_args.early_stopping_patience,
                                                training_args.early_stopping_threshold))
@@ -364,7 +380,7 @@ def prepare_run(
     tokenizer, tokenizer_source = load_or_build_tokenizer(model_args, train_texts, checkpoint)
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError(f"The tokenizer from {tokenizer_source} needs a pad token and an eos token.")
-    blocks = _blocks(raw, tokenizer, data_args)
+    blocks = _blocks(raw, tokenizer, data_args, training_args.seed)
     ratios = {split: _count_ratio(tokenizer, training_texts(raw[name], max_characters=2_000_000))
               for split, name in (("eval", "validation"), ("test", "test")) if name in blocks}
     prompt = sample_prompt_for(data_args.sample_prompt, dataset_label(data_args), raw["validation"])

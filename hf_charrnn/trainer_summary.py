@@ -12,6 +12,7 @@ from .configuration_charrnn import REGULARIZATION_FIELDS
 from .memorisation import training_run_report
 from .records import predicted_tokens
 from .reporting import generate_samples, kept_weights_note, training_summary, write_run_report
+from .shifted_blocks import ShiftedBlocks
 from .trainer_utils import dataset_label, is_char_tokenizer, validation_note
 from .training_args import DataArguments
 
@@ -123,4 +124,5 @@ def _hyperparameters(run: TrainerRun, model_args, data_args, training_args) -> d
         "fine_tuned_from": model_args.model_name_or_path,
         "resumed_from": run.checkpoint,
         "state_between_blocks": "reset (each block starts from a zero state)",
+        "block_offsets": "shifted each epoch" if isinstance(run.trainer.train_dataset, ShiftedBlocks) else "fixed",
     }

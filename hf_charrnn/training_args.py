@@ -174,6 +174,14 @@ class DataArguments(CorpusArguments):
             "backpropagates through at most this many steps (each block starts from a zero state)."
         },
     )
+    shift_blocks: bool = field(
+        default=True,
+        metadata={
+            "help": "Each epoch after the first, cut the training text into blocks starting at a fresh offset "
+            "(seeded by --seed and the epoch), so that a character is not always read at the same place in a block "
+            "(AWD-LSTM's reason for varying its sequence length); false keeps one fixed cut, as run_clm does."
+        },
+    )
     preprocessing_num_workers: int | None = field(
         default=None, metadata={"help": "Processes used to tokenize the data."}
     )

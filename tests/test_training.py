@@ -310,7 +310,8 @@ def test_yes_no_options_work_as_bare_switches_and_still_take_a_value():
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_train_file", "empty_train_file", "missing_text_column", "empty_validation_split", "text_too_short"],
+    ["missing_train_file", "empty_train_file", "missing_text_column", "empty_validation_split", "text_too_short",
+     "training_text_too_short"],
 )
 def test_bad_input_prints_one_line_error(case, corpus, tmp_path, capsys):
     if case == "missing_train_file":
@@ -331,6 +332,10 @@ def test_bad_input_prints_one_line_error(case, corpus, tmp_path, capsys):
         (tmp_path / "data" / "validation.csv").write_text('text\n""\n')
         argv = ["--dataset", str(tmp_path / "data")]
         expected = "'validation' split is empty"
+    elif case == "training_text_too_short":
+        (tmp_path / "short.txt").write_text("Too short.\n")
+        argv = ["--train_file", str(tmp_path / "short.txt"), "--validation_file", corpus["validation"]]
+        expected = "yields no block of 128 tokens"
     else:
         (tmp_path / "short.txt").write_text("Too short.\n")
         argv = ["--train_file", corpus["train"], "--validation_file", str(tmp_path / "short.txt")]
@@ -403,6 +408,53 @@ def test_a_resumed_run_keeps_the_precision_its_checkpoint_was_trained_in(corpus,
     last = json.loads((output_dir / "checkpoint-40" / TRAINER_STATE_FILE).read_text())
     assert last["stateful_callbacks"]["PrecisionRecordCallback"]["args"]["mixed_precision"] == \
         again["precision"]["mixed_precision"]
+
+
+def test_a_run_resumed_mid_epoch_continues_bit_for_bit_through_shifted_blocks(corpus, tmp_path):
+    """The training blocks start at a fresh place each epoch (`shift_blocks`); a session resumed in the middle of
+    the second epoch reads the blocks the whole run read there and after, so its weights are the same bit for bit."""
+    common = ("--max_steps", "100", "--eval_steps", "50", "--save_steps", "50", "--no_bf16", "--dropout", "0.2",
+              "--num_layers", "2")
+    whole = run(tiny_argv(corpus, tmp_path / "whole", *common))
+    assert whole["hyperparameters"]["block_offsets"] == "shifted each epoch"
+    assert 1 < whole["epochs"] * 50 / 100 < 2 < whole["epochs"]  # checkpoint-50 lies in the second epoch
+    resumed = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "whole" / "checkpoint-50", resumed / "checkpoint-50")
+    record = json.loads((tmp_path / "whole" / "run.json").read_text())
+    record.update(status="running", finished=None, result=None)
+    (resumed / "run.json").write_text(json.dumps(record))
+    run(tiny_argv(corpus, resumed, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-50")))
+    expected, got = (load_file(folder / "checkpoint-100" / "model.safetensors") for folder in (tmp_path / "whole",
+                                                                                               resumed))
+    assert expected.keys() == got.keys()
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), name
+
+
+def test_max_train_samples_keeps_that_many_shifted_blocks(corpus, tmp_path):
+    summary = run(tiny_argv(corpus, tmp_path / "few", "--max_train_samples", "10", "--max_steps", "3",
+                            "--eval_steps", "3", "--save_steps", "3"))
+    assert summary["train_tokens"] == 10 * 32 and summary["hyperparameters"]["block_offsets"] == "shifted each epoch"
+    assert summary["epochs"] == pytest.approx(3)  # one batch (16 rows) holds all 10 blocks: one step an epoch
+
+
+def test_a_run_recorded_before_blocks_shifted_resumes_with_shift_blocks_false(corpus, tmp_path, capsys):
+    """A folder whose run.json predates `shift_blocks` (no such setting) is refused by default with the option that
+    resumes it as it was cut, and that option resumes it."""
+    output_dir = tmp_path / "old"
+    argv = tiny_argv(corpus, output_dir, "--max_steps", "20", "--save_steps", "10", "--eval_steps", "10")
+    run(argv)
+    record = json.loads((output_dir / "run.json").read_text())
+    del record["identity"]["shift_blocks"]
+    record.update(status="running", finished=None, result=None)
+    (output_dir / "run.json").write_text(json.dumps(record))
+    shutil.rmtree(output_dir / "checkpoint-20")
+    assert main(argv) == 2
+    assert "add --shift_blocks false" in capsys.readouterr().err
+    assert main(argv + ["--shift_blocks", "false"]) == 0
+    summary = json.loads((output_dir / "training_summary.json").read_text())
+    assert summary["hyperparameters"]["block_offsets"] == "fixed" and summary["steps"] == 20
+    assert summary["hyperparameters"]["resumed_from"].endswith("checkpoint-10")
 
 
 @pytest.mark.slow
