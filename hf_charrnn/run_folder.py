@@ -132,7 +132,8 @@ def check_output_dir(output_dir: str | os.PathLike, identity: Mapping[str, Any],
     if extend:
         changed = [line for line in changed if line.split(":", 1)[0] not in LENGTH_SETTINGS]
     if changed:
-        added = [ADDED_SETTINGS[name] for name in ADDED_SETTINGS if f"{name}: '(not set)' -> " in "\n".join(changed)]
+        recorded = flatten(record.get("identity", {}))
+        added = [option for name, option in ADDED_SETTINGS.items() if name in flatten(identity) and name not in recorded]
         raise RunFolderError(
             f"The output folder {str(output_dir)!r} holds another run; this command asks for a different one:\n  "
             + "\n  ".join(changed) + "\n"

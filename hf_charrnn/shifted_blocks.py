@@ -38,8 +38,8 @@ class ShiftedBlocks(torch.utils.data.Dataset):
         self.offset = 0
 
     def epoch_offset(self, epoch: int) -> int:
-        """Where the blocks start in `epoch`: 0 in the first, then a draw in [0, block_size) seeded by the seed and
-        the epoch."""
+        """Where the blocks start in `epoch`: 0 in the first, then a draw in [0, room) seeded by the seed and the
+        epoch (`room` is `block_size` but for a text too short to hold a block more)."""
         if epoch == 0:
             return 0
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)

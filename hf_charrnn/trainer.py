@@ -331,14 +331,15 @@ def _blocks(raw, tokenizer, data_args: DataArguments, seed: int) -> dict[str, An
                                                    num_proc=data_args.preprocessing_num_workers, split=split)
                    for split, ds in wanted.items()}
     else:
+        shifted = _shifts_blocks(data_args)
         grouped = {
             split: data.tokenize_and_group(
                 ds, tokenizer, data_args.block_size, num_proc=data_args.preprocessing_num_workers,
                 add_eos=not (data_args.streaming and data_args.train_file),
             )
-            for split, ds in wanted.items() if split != "train" or not _shifts_blocks(data_args)
+            for split, ds in wanted.items() if split != "train" or not shifted
         }
-        if _shifts_blocks(data_args):
+        if shifted:
             ids = data.tokenize_stream(raw["train"], tokenizer, num_proc=data_args.preprocessing_num_workers,
                                        compact=True)  # 1-2 bytes a token, memory-mapped: blocks convert as read
             grouped["train"] = ShiftedBlocks(ids, data_args.block_size, seed)

@@ -52,7 +52,7 @@ def test_a_text_shorter_than_one_block_is_refused_with_the_fix():
         ShiftedBlocks(torch.arange(10), 16, seed=0)
 
 
-class RecordFirstTokens(TrainerCallback):
+class RecordStepEpochs(TrainerCallback):
     """The epoch of each step, to pair with the batches the collator saw."""
 
     def __init__(self):
@@ -76,7 +76,7 @@ def test_trainer_reads_each_epoch_the_blocks_cut_for_it(tmp_path):
         return default_data_collator(features)
 
     model = CharRNNForCausalLM(CharRNNConfig(vocab_size=20, hidden_size=8, embedding_dim=4, num_layers=1))
-    steps = RecordFirstTokens()
+    steps = RecordStepEpochs()
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=3,
                              report_to="none", save_strategy="no", disable_tqdm=True, use_cpu=True, seed=5)
     Trainer(model=model, args=args, train_dataset=dataset, data_collator=collate,

@@ -76,6 +76,14 @@ def tiny_argv(corpus, output_dir, *extra) -> list[str]:
     ]
 
 
+def copy_as_running(output_dir: Path, checkpoint: str, target: Path) -> None:
+    """`target`: `output_dir` as it was when `checkpoint` was its last, its run still going (run.json so)."""
+    shutil.copytree(output_dir / checkpoint, target / checkpoint)
+    record = json.loads((output_dir / "run.json").read_text())
+    record.update(status="running", finished=None, result=None)
+    (target / "run.json").write_text(json.dumps(record))
+
+
 def run(argv: list[str]):
     """parse + train in this process, as main() does, returning the summary."""
     return train(*parse_arguments(argv))
@@ -419,10 +427,7 @@ def test_a_run_resumed_mid_epoch_continues_bit_for_bit_through_shifted_blocks(co
     assert whole["hyperparameters"]["block_offsets"] == "shifted each epoch"
     assert 1 < whole["epochs"] * 50 / 100 < 2 < whole["epochs"]  # checkpoint-50 lies in the second epoch
     resumed = tmp_path / "resumed"
-    shutil.copytree(tmp_path / "whole" / "checkpoint-50", resumed / "checkpoint-50")
-    record = json.loads((tmp_path / "whole" / "run.json").read_text())
-    record.update(status="running", finished=None, result=None)
-    (resumed / "run.json").write_text(json.dumps(record))
+    copy_as_running(tmp_path / "whole", "checkpoint-50", resumed)
     run(tiny_argv(corpus, resumed, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-50")))
     expected, got = (load_file(folder / "checkpoint-100" / "model.safetensors") for folder in (tmp_path / "whole",
                                                                                                resumed))
@@ -582,10 +587,7 @@ def test_two_processes_train_the_same_model_as_one_and_resume_on_one(corpus, tmp
         torch.testing.assert_close(two_weights[key], value, atol=1e-4, rtol=1e-3)
 
     resumed = tmp_path / "resumed"  # the two-process run as it was at step 3, resumed on one process
-    shutil.copytree(tmp_path / "two" / "checkpoint-3", resumed / "checkpoint-3")
-    record = json.loads((tmp_path / "two" / "run.json").read_text())
-    record.update(status="running", finished=None, result=None)
-    (resumed / "run.json").write_text(json.dumps(record))
+    copy_as_running(tmp_path / "two", "checkpoint-3", resumed)
     summary = run(tiny_argv(corpus, resumed, "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
                             "--logging_steps", "1", "--dropout", "0", "--resume_from_checkpoint",
                             str(resumed / "checkpoint-3")))
