@@ -49,7 +49,9 @@ class BPTTArguments:
     optimizer: str = field(
         default="adamw", metadata={"help": "'adamw', or 'rmsprop' (char-rnn's: alpha 0.95)."}
     )
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    weight_decay: float | None = field(
+        default=None, metadata={"help": "AdamW weight decay (default: 0; with --max_train_minutes, sized from the passes over the text)."}
+    )
     adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2."})
     rmsprop_alpha: float = field(default=0.95, metadata={"help": "RMSprop smoothing constant."})
@@ -171,7 +173,7 @@ class BPTTArguments:
             setattr(self, old, None)
 
 
-UNSET_DEFAULTS = {"batch_size": 64, "block_size": 128, "learning_rate": 2e-3}
+UNSET_DEFAULTS = {"batch_size": 64, "block_size": 128, "learning_rate": 2e-3, "weight_decay": 0.0}
 # Old name -> new name (the names both training paths now share).
 DEPRECATED_NAMES = {"bptt_length": "block_size", "sample_steps": "sample_every_steps", "sample_prompts": "sample_prompt",
                     "sample_max_new_tokens": "sample_length", "do_test": "evaluate_test_split"}

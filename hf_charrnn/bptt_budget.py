@@ -44,9 +44,10 @@ def size_bptt_run(budget: TimeBudget, args: BPTTArguments, model_args, model, to
                                 "cpu" if args.cpu else None, model_given=model is not None,
                                 carried_state=carried_state,
                                 bf16_options=precisions_to_time(precision_request(args), model_args.cell_type or "lstm",
-                                                                training_device_type(args), is_single_process()))
-    changes = {name: getattr(sized, name) for name in ("batch_size", "learning_rate", "block_size")
-               if getattr(sized, name)}
+                                                                training_device_type(args), is_single_process()),
+                                given_weight_decay=None if "weight_decay" in unset else args.weight_decay)
+    changes = {name: getattr(sized, name) for name in ("batch_size", "learning_rate", "block_size", "weight_decay")
+               if getattr(sized, name) is not None}
     if changes:
         args = dataclasses.replace(args, **changes)
     model_args = sized.model_arguments(model_args)  # unchanged for a model passed in (not sized)

@@ -66,11 +66,14 @@ def size_trainer_run(budget: TimeBudget, model_args: ModelArguments, training_ar
             None if "learning_rate" in unset else training_args.learning_rate,
             len(tokenizer), characters, data_args.block_size, training_args.device,
             bf16_options=precisions_to_time(precision_request(training_args), model_args.cell_type or "lstm",
-                                            training_args.device.type, training_args.world_size == 1))
+                                            training_args.device.type, training_args.world_size == 1),
+            given_weight_decay=None if "weight_decay" in unset else training_args.weight_decay)
     if sized.batch_size:
         training_args.per_device_train_batch_size = sized.batch_size
     if sized.learning_rate:
         training_args.learning_rate = sized.learning_rate
+    if sized.weight_decay is not None:
+        training_args.weight_decay = sized.weight_decay
     logger.info("Sized for the budget: %s.", sized.reason)
     return sized
 

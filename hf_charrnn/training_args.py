@@ -206,7 +206,7 @@ class DataArguments(CorpusArguments):
     sample_length: int = field(default=200, metadata={"help": "Tokens to generate per sample."})
 
 
-UNSET_DEFAULTS = {"per_device_train_batch_size": 64, "learning_rate": 2e-3}
+UNSET_DEFAULTS = {"per_device_train_batch_size": 64, "learning_rate": 2e-3, "weight_decay": 0.0}
 
 
 def _help(name: str, addition: str = "") -> dict[str, str]:
@@ -230,6 +230,9 @@ class CharRNNTrainingArguments(TrainingArguments):
     output_dir: str | None = field(default="outputs/charrnn", metadata=_help("output_dir"))
     learning_rate: float | None = field(
         default=None, metadata=_help("learning_rate", "(default: 2e-3; with --max_train_minutes, sized to the budget)")
+    )
+    weight_decay: float | None = field(
+        default=None, metadata=_help("weight_decay", "(default: 0; with --max_train_minutes, sized from the passes over the text)")
     )
     lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata=_help("lr_scheduler_type"))
     warmup_steps: float = field(default=0.02, metadata=_help("warmup_steps"))

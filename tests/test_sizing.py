@@ -13,6 +13,7 @@ from hf_charrnn.sizing import (
     MANY_PASSES,
     PARAMETERS_PER_CHARACTER,
     SHORT_BUDGET_MINUTES,
+    SIZED_WEIGHT_DECAY,
     TOKENS_PER_PARAMETER,
     TOKENS_PER_PARAMETER_OVER_MANY_PASSES,
     batch_recipe,
@@ -20,9 +21,11 @@ from hf_charrnn.sizing import (
     choose_model_size,
     dropout_for_passes,
     size_for_budget,
+    weight_decay_for_passes,
 )
 from hf_charrnn.time_budget import TimeBudget
-from hf_charrnn.training_args import CharRNNTrainingArguments, ModelArguments
+from hf_charrnn.trainer_budget import size_trainer_run
+from hf_charrnn.training_args import CharRNNTrainingArguments, DataArguments, ModelArguments
 
 
 def parameters(shape, vocab_size=60) -> int:
@@ -125,11 +128,11 @@ def test_a_sized_stream_model_is_timed_on_the_stream_batch(monkeypatch):
 
 @pytest.mark.parametrize("arguments, batch_name", [(CharRNNTrainingArguments, "per_device_train_batch_size"),
                                                    (BPTTArguments, "batch_size")])
-def test_unset_batch_and_learning_rate_are_known_and_take_the_defaults(tmp_path, arguments, batch_name):
+def test_unset_batch_learning_rate_and_weight_decay_are_known_and_take_the_defaults(tmp_path, arguments, batch_name):
     unset = arguments(output_dir=str(tmp_path))
-    assert unset.unset_options - {"block_size"} == {batch_name, "learning_rate"}
-    assert (getattr(unset, batch_name), unset.learning_rate) == (64, 2e-3)
-    given = arguments(output_dir=str(tmp_path), **{batch_name: 64})
+    assert unset.unset_options - {"block_size"} == {batch_name, "learning_rate", "weight_decay"}
+    assert (getattr(unset, batch_name), unset.learning_rate, unset.weight_decay) == (64, 2e-3, 0.0)
+    given = arguments(output_dir=str(tmp_path), **{batch_name: 64, "weight_decay": 0.0})
     assert given.unset_options - {"block_size"} == {"learning_rate"}
 
 
@@ -173,3 +176,25 @@ def test_a_sized_model_gets_the_dropout_of_its_passes_and_a_given_dropout_stays(
     assert f"dropout {sized.dropout:g} for {sized.passes:.0f} passes" in sized.reason
     given = size_for_budget(10, 600, ModelArguments(dropout=0.05), None, None, 60, 10**4, 64)
     assert given.dropout is None and given.model_arguments(ModelArguments(dropout=0.05)).dropout == 0.05
+
+
+@pytest.mark.parametrize("passes, weight_decay", [(1, 0.0), (MANY_PASSES - 0.01, 0.0), (MANY_PASSES, SIZED_WEIGHT_DECAY),
+                                                  (40, 0.05)])
+def test_weight_decay_comes_over_many_passes(passes, weight_decay):
+    assert weight_decay_for_passes(passes) == weight_decay
+
+
+@pytest.mark.parametrize("given, expected", [({}, SIZED_WEIGHT_DECAY), ({"weight_decay": 0.01}, 0.01),
+                                             ({"weight_decay": 0.0}, 0.0)])
+def test_both_paths_train_with_the_sized_weight_decay_unless_one_is_given(tmp_path, given, expected):
+    """A small text (many passes): the sized weight decay reaches the arguments each path builds its optimizer from
+    (TrainingArguments for the Trainer, BPTTArguments for train_bptt); a given one, zero included, is kept."""
+    texts = Dataset.from_dict({"text": ["To be, or not to be, that is the question."] * 40})
+    args, _, sized = size_bptt_run(TimeBudget(10), BPTTArguments(output_dir=str(tmp_path), **given), ModelArguments(),
+                                   None, range(60), texts, None)
+    assert sized.passes >= MANY_PASSES and args.weight_decay == expected
+    assert sized.weight_decay == (None if given else SIZED_WEIGHT_DECAY)
+    training_args = CharRNNTrainingArguments(output_dir=str(tmp_path), **given)
+    size_trainer_run(TimeBudget(10), ModelArguments(), training_args, range(60), [0] * 30,
+                     DataArguments(block_size=64), None)
+    assert training_args.weight_decay == expected
