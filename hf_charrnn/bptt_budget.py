@@ -78,4 +78,5 @@ def plan_bptt_budget(budget: TimeBudget, args: BPTTArguments, model, streams: BP
     args = dataclasses.replace(args, max_steps=plan.ceiling, eval_steps=every if args.eval_steps else 0,
                                save_steps=every, logging_steps=max(1, min(args.logging_steps, every)),
                                sample_every_steps=every if args.sample_every_steps else 0)
-    return args, TimeBudgetCallback(plan, budget.minutes, sized, announce=accelerator.print)
+    return args, TimeBudgetCallback(plan, budget.minutes, sized, announce=accelerator.print,
+                                    clock=budget.clock)

@@ -66,9 +66,9 @@ def tokenize_records(dataset, tokenizer, mode: str, max_length: int, num_proc: i
                          f"{'line' if mode == 'line' else 'row'} is one, and all of them are empty.")
     cut = int(np.asarray(records["cut"]).sum())
     if cut:
-        logger.warning("%d of %d %s records are longer than --block_size %d tokens (with their start and end) and "
-                       "were cut there: raise --block_size to learn them whole.", cut, len(records), split or "",
-                       max_length)
+        logger.warning("%d of %d %srecords are longer than --block_size %d tokens (with their start and end) and "
+                       "were cut there: raise --block_size to learn them whole.", cut, len(records),
+                       f"{split} " if split else "", max_length)
     return records.remove_columns("cut")
 
 

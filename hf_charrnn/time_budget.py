@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,8 @@ loop is given that many steps, the schedule laid over the planned ones, and the 
 2-core Xeon with AMX the start-up steps in bf16 took 71 ms where the run's took 43 ms: at 1.5 a three-minute run
 stopped at the limit with a fifth of its time unused."""
 PLAN_FILE = "budget_plan.json"
+Clock = Callable[[], float]
+"""Seconds on a monotonic clock: `time.monotonic` in a run; tests pass one they move by hand, so nothing sleeps."""
 
 
 _process_started: float | None = None
@@ -67,17 +70,23 @@ def run_started() -> float:
 
 @dataclass
 class TimeBudget:
-    """`minutes` of wall-clock time, counted from `started` (time.monotonic(); the start of the run)."""
+    """`minutes` of wall-clock time on `clock`, counted from `started` (by default the start of the run: of the
+    process for the `hf-charrnn` command, else now)."""
 
     minutes: float
-    started: float = field(default_factory=run_started)
+    started: float | None = None
+    clock: Clock = field(default=time.monotonic, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.started is None:
+            self.started = run_started() if self.clock is time.monotonic else self.clock()
 
     @property
     def deadline(self) -> float:
         return self.started + self.minutes * 60
 
     def remaining(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.deadline - self.clock()
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,7 @@ class BudgetPlan:
     evaluation_seconds: float
     checkpoint_seconds: float
     finish_seconds: float
-    stop_at: float  # time.monotonic() at which the last step must have ended
+    stop_at: float  # the budget's clock() at which the last step must have ended
     ceiling: int = 0  # the most steps re-planning may extend to (the training loop's own limit); 0: `steps`
 
     def __post_init__(self):
@@ -126,10 +135,11 @@ def plan_budget(budget: TimeBudget, step_seconds: float, evaluation_seconds: flo
     saving = checkpoint_seconds(num_parameters)
     finish = final_evaluations * evaluation_seconds + saving + FINISH_SECONDS
     along_the_way = (EVALUATIONS - 1) * (evaluation_seconds + saving)
-    available = budget.remaining() - finish - along_the_way
+    left = budget.remaining()
+    available = left - finish - along_the_way
     steps = planned_steps or int(available * PLANNING_MARGIN / step_seconds)
     if steps < EVALUATIONS:
-        spent = budget.minutes * 60 - budget.remaining()
+        spent = budget.minutes * 60 - left
         needed = (spent + finish + along_the_way + EVALUATIONS * step_seconds / PLANNING_MARGIN) / 60
         raise ValueError(
             f"--max_train_minutes {budget.minutes:g} leaves no time to train: {spent:.0f} s went to loading and "
@@ -183,10 +193,11 @@ class TimeBudgetCallback(TrainerCallback):
     there, with the evaluations, checkpoints and samples re-spaced over them (the TrainerState's intervals and
     `sampler`'s, where they follow the plan's). At `plan.stop_at` it stops whatever happened, with a checkpoint, so
     the final evaluation and saving fit in the budget. Both training paths drive it (`on_train_begin`,
-    `on_step_end`)."""
+    `on_step_end`). `clock` must be the one `plan.stop_at` was planned on (`TimeBudget.clock`)."""
 
-    def __init__(self, plan: BudgetPlan, minutes: float, sized=None, announce=logger.warning, sampler=None):
-        self.plan, self.minutes, self.sized, self.announce = plan, minutes, sized, announce
+    def __init__(self, plan: BudgetPlan, minutes: float, sized=None, announce=logger.warning, sampler=None,
+                 clock: Clock = time.monotonic):
+        self.plan, self.minutes, self.sized, self.announce, self.clock = plan, minutes, sized, announce, clock
         self.sampler = sampler  # the run's SampleCallback: its interval is re-spaced with the evaluations
         self.steps = plan.steps  # after re-planning, the steps that fit
         self.rescalable = False
@@ -232,7 +243,7 @@ class TimeBudgetCallback(TrainerCallback):
             self.sampler.every_steps = every
 
     def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):
-        now = time.monotonic()
+        now = self.clock()
         self._session_steps += 1
         if self._session_steps == PACE_FROM_STEP:
             self._first = (now, state.global_step)

@@ -393,7 +393,8 @@ def prepare_run(
     precision = choose_trainer_precision(model, training_args, data_args, checkpoint)
     plan = budget and plan_trainer_budget(budget, model, blocks, precision, checkpoint, data_args, training_args)
     callbacks = _callbacks(tokenizer, prompt, data_args, training_args, extra_callbacks)
-    budget_callback = TimeBudgetCallback(plan, budget.minutes, sized, sampler=callbacks[2]) if plan else None
+    budget_callback = (TimeBudgetCallback(plan, budget.minutes, sized, sampler=callbacks[2], clock=budget.clock)
+                       if plan else None)
     if budget_callback:
         callbacks.append(budget_callback)
     callbacks.append(PrecisionRecordCallback(precision.mixed_precision, precision.reason))
