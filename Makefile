@@ -18,8 +18,8 @@ ECOSYSTEM := transformers tokenizers datasets accelerate evaluate huggingface_hu
 # What the floor environment runs: everything that touches transformers' model, generation, pipeline and Hub APIs.
 FLOOR_TESTS := tests/test_versions.py tests/test_configuration.py tests/test_modeling.py tests/test_conformance.py \
 	tests/test_generation.py tests/test_pipeline.py tests/test_tokenization.py tests/test_remote_code.py \
-	tests/test_hub.py tests/test_cli.py tests/test_readme.py tests/test_export.py tests/test_lora.py \
-	tests/test_explain.py tests/test_dynamic_evaluation.py tests/test_shifted_blocks.py
+	tests/test_hub.py tests/test_hub_push_command.py tests/test_cli.py tests/test_readme.py tests/test_export.py \
+	tests/test_lora.py tests/test_explain.py tests/test_dynamic_evaluation.py tests/test_shifted_blocks.py
 # Less the million-character prompt: it measures the model's chunked prefill (one forward call on either release) and
 # takes about three minutes of CI time on 2 cores; the pinned run covers it.
 FLOOR_SKIP := --deselect tests/test_pipeline.py::test_a_million_character_prompt_runs_in_bounded_memory

@@ -12,16 +12,10 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import hf_charrnn_in_process, tiny_model
+from testing_utils import hf_charrnn_in_process, hf_charrnn_process, tiny_model
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 CORPUS = "O Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name.\n"
-
-
-def hf_charrnn(*args: str, stdin: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "hf_charrnn.cli", *args], input=stdin, capture_output=True,
-                          text=True, timeout=timeout, env=environment)
 
 
 def run_generate(*args) -> subprocess.CompletedProcess:
@@ -43,7 +37,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def test_the_console_script_is_installed_and_lists_its_commands():
     script = Path(sys.executable).parent / "hf-charrnn"
     assert script.exists() or shutil.which("hf-charrnn")
-    result = hf_charrnn("--help")
+    result = hf_charrnn_process("--help")
     assert result.returncode == 0
     for command in ("demo", "train", "train-accelerate", "generate", "evaluate", "score", "explain", "push", "export",
                     "env"):
@@ -70,8 +64,8 @@ def test_seeded_samples_repeat_and_several_samples_are_numbered(checkpoint):
 
 
 def test_prompt_from_standard_input_and_unknown_characters_warn(checkpoint):
-    result = hf_charrnn("generate", str(checkpoint), "--prompt", "-", "--greedy", "--max_new_tokens", "5",
-                        stdin="Romeo ☃☃ Zed")
+    result = hf_charrnn_process("generate", checkpoint, "--prompt", "-", "--greedy", "--max_new_tokens", "5",
+                                stdin="Romeo ☃☃ Zed")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Romeo ")
     assert "warning (prompt): 3 characters (2 distinct: '☃', 'Z') are not in the tokenizer's vocabulary" in result.stderr
@@ -181,10 +175,10 @@ def test_generation_options_out_of_range_are_one_line_errors(checkpoint):
 
 
 def test_bad_input_is_one_line_not_a_traceback(tmp_path):
-    missing = hf_charrnn("generate", str(tmp_path / "no-such-model"), "--prompt", "x")
+    missing = hf_charrnn_in_process("generate", tmp_path / "no-such-model", "--prompt", "x")
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
-    unknown = hf_charrnn("fly")
+    unknown = hf_charrnn_in_process("fly")
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
 
 
@@ -228,7 +222,7 @@ def test_a_bug_shows_a_short_traceback_says_so_and_asks_for_env(tmp_path):
 
 
 def test_env_reports_the_versions_a_bug_report_needs():
-    result = hf_charrnn("env", "--json")
+    result = hf_charrnn_in_process("env", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["transformers"] == transformers.__version__ and report["torch"] == torch.__version__
@@ -240,17 +234,26 @@ def test_env_reports_the_versions_a_bug_report_needs():
 
     assert (report["onnxruntime"], report["peft"]) == (onnxruntime.__version__, peft.__version__)  # the extras
     assert report["device"].split()[0] in ("cpu", "cuda", "mps")
-    text = hf_charrnn("env")
+    text = hf_charrnn_in_process("env")
     assert text.returncode == 0 and f"- transformers: {transformers.__version__}" in text.stdout
 
 
 @pytest.mark.slow
-def test_demo_trains_saves_and_the_result_loads(tmp_path):
-    """The README's main command, shortened to a few steps: full corpus, evaluation, sample, saved model."""
+def test_the_demo_trains_saves_and_its_result_loads_and_scores_its_test_plays(tmp_path):
+    """The README's main command, shortened to a few steps: full corpus, evaluation, a sample, a saved model; then the
+    README's next command, `hf-charrnn evaluate OUTPUT --split test`."""
     output_dir = tmp_path / "demo"
-    result = hf_charrnn("demo", "--max_steps", "4", "--output_dir", str(output_dir), timeout=900)
+    result = hf_charrnn_in_process("demo", "--max_steps", "4", "--output_dir", output_dir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "bits per character" in result.stdout
+    scored = hf_charrnn_in_process("evaluate", output_dir, "--split", "test")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    report = json.loads(scored.stdout)
+    from hf_charrnn.shakespeare import load_shakespeare
+
+    test_plays = load_shakespeare()["test"]
+    assert report["split"] == "test" and report["documents"] == len(test_plays)
+    assert report["characters"] == sum(len(text) + 1 for text in test_plays["text"]) and report["bpc"] > 0
     model = AutoModelForCausalLM.from_pretrained(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     assert model.config.hidden_size == 256 and len(tokenizer) == model.config.vocab_size

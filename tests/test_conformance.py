@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import hf_charrnn.modeling_charrnn as modeling
-from conftest import tiny_model
+from testing_utils import tiny_model
 from hf_charrnn import CharRNNCache, CharRNNConfig, CharRNNForCausalLM
 from hf_charrnn.configuration_charrnn import CELL_TYPES
 from hf_charrnn.modeling_charrnn import OneHotEncoding

@@ -24,6 +24,7 @@ from hf_charrnn.shakespeare import (
     shakespeare_split_of,
 )
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+from testing_utils import write
 
 # ------------------------------------------------------------------ cleaning
 
@@ -150,11 +151,6 @@ def test_one_play_corpus(play):
 
 
 # ------------------------------------------------------------------ text files
-
-def write(path, text):
-    path.write_text(text, encoding="utf-8", newline="")
-    return path
-
 
 def test_load_text_files_keeps_line_breaks(tmp_path):
     write(tmp_path / "a.txt", "First line\n\nSecond\tline é\n")

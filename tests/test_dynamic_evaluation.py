@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import PROMPT, TEXT, hf_charrnn_in_process, make_output_dir, tiny_config, tiny_model
+from testing_utils import PROMPT, TEXT, hf_charrnn_in_process, make_output_dir, tiny_config, tiny_model
 from torch.nn import functional as F
 
 from hf_charrnn import CharRNNForCausalLM

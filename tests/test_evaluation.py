@@ -11,7 +11,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn import CharRNNForCausalLM
 from hf_charrnn.cli import main as hf_charrnn_command
 from hf_charrnn.cli.evaluate import main
 from hf_charrnn.data import tokenize_stream
@@ -26,6 +26,7 @@ from hf_charrnn.evaluation import (
     stream_row_bounds,
 )
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tokenizer
+from testing_utils import scaled_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,13 +39,7 @@ WORD_TOKENIZER = build_word_tokenizer([TEXT])
 
 
 def make_model(tokenizer, cell_type="lstm", seed=0) -> CharRNNForCausalLM:
-    torch.manual_seed(seed)
-    config = CharRNNConfig(vocab_size=len(tokenizer), cell_type=cell_type, hidden_size=24, embedding_dim=8)
-    model = CharRNNForCausalLM(config).eval()
-    with torch.no_grad():  # larger weights: the outputs depend strongly on the state, so a lost state shows
-        for parameter in model.parameters():
-            parameter.mul_(4.0)
-    return model
+    return scaled_model(seed, 4.0, vocab_size=len(tokenizer), cell_type=cell_type, hidden_size=24, embedding_dim=8)
 
 
 def single_pass_loss(model, ids) -> float:
@@ -302,6 +297,20 @@ def test_main_scores_a_saved_dataset_split(tmp_path, capsys):
     assert report["split"] == "validation" and report["documents"] == 2
     assert report["characters"] == len(TEXT) + 2
     assert json.loads(output.read_text()) == report
+
+
+def test_the_embedded_corpus_is_scored_by_name_on_the_split_asked_for(tmp_path, capsys):
+    """The README's `hf-charrnn evaluate MODEL --dataset shakespeare[:PLAY] [--split test]`: the split of the embedded
+    corpus, scored as evaluate_dataset scores it."""
+    from hf_charrnn.shakespeare import load_shakespeare_play
+
+    folder = saved_model(tmp_path)
+    assert main([str(folder), "--dataset", "shakespeare:the-comedy-of-errors", "--split", "test"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    test_split = load_shakespeare_play("the-comedy-of-errors")["test"]
+    expected = evaluate_dataset(CharRNNForCausalLM.from_pretrained(folder), CHAR_TOKENIZER, test_split)
+    assert report["split"] == "test" and report["loss"] == pytest.approx(expected["loss"], abs=1e-6)
+    assert report["characters"] == sum(len(text) + 1 for text in test_split["text"])
 
 
 def test_command_errors_are_one_line(tmp_path, capsys):

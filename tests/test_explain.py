@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import tiny_model
+from testing_utils import one_token_at_a_time, tiny_model
 from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
 from hf_charrnn.cli import main as hf_charrnn_command
 from hf_charrnn.explain import TextActivations, activations
@@ -44,16 +44,12 @@ def make_model(cell_type="lstm", seed=0, tokenizer=TOKENIZER) -> CharRNNForCausa
 
 
 @torch.no_grad()
-def one_token_at_a_time(model, ids):
-    """The reference: the model fed one token per call with its cache, read after each token."""
-    cache, hidden, cell, logits = None, [], [], []
-    for token in ids:
-        out = model(input_ids=torch.tensor([[token]]), cache=cache, use_cache=True)
-        cache = out.cache
-        hidden.append(cache.hidden[:, 0].clone())
-        cell.append(None if cache.cell is None else cache.cell[:, 0].clone())
-        logits.append(out.logits[0, -1].clone())
-    return hidden, cell, logits
+def states_one_token_at_a_time(model, ids: list[int]):
+    """The reference: the model fed one token per call with its cache (`testing_utils.one_token_at_a_time`), read
+    after each token: hidden and cell states of the one row, and its logits."""
+    logits, _, states = one_token_at_a_time(model, torch.tensor([ids]))
+    return ([hidden[:, 0] for hidden, _ in states], [None if cell is None else cell[:, 0] for _, cell in states],
+            list(logits[0]))
 
 
 def test_activations_equal_the_model_run_one_token_at_a_time(cell_type):
@@ -61,7 +57,7 @@ def test_activations_equal_the_model_run_one_token_at_a_time(cell_type):
     acts = activations(model, TEXT, tokenizer=TOKENIZER)
     ids = [TOKENIZER.eos_token_id, *acts.token_ids]
     assert "".join(acts.tokens) == TEXT and len(acts.tokens) == len(TEXT)
-    hidden, cell, logits = one_token_at_a_time(model, ids)
+    hidden, cell, logits = states_one_token_at_a_time(model, ids)
     for i in range(len(TEXT)):  # position i: after reading token i, i.e. after ids[: i + 2]
         for layer in range(2):
             torch.testing.assert_close(acts.hidden[layer][i], hidden[i + 1][layer], atol=2e-5, rtol=1e-5)
@@ -110,7 +106,7 @@ def test_a_word_model_explains_words_with_the_text_between_them():
     assert "".join(acts.tokens) == text and acts.tokens[:4] == ["He", " ", "said", " "]
     assert acts.hidden[0].shape == (len(acts.tokens), 12) and acts.next_logits.shape == (len(acts.tokens),
                                                                                           len(tokenizer))
-    hidden, _, logits = one_token_at_a_time(model, [tokenizer.eos_token_id, *acts.token_ids])
+    hidden, _, logits = states_one_token_at_a_time(model, [tokenizer.eos_token_id, *acts.token_ids])
     torch.testing.assert_close(acts.hidden[1][-1], hidden[-1][1], atol=2e-5, rtol=1e-5)
     assert text_properties(acts.tokens)["inside quotes"].tolist()[4:8] == [1, 1, 0, 0]  # '"', 'hello', '"', ' '
     assert acts.bits_per_character() == pytest.approx(acts.surprisal.sum().item() / len(text), rel=1e-6)

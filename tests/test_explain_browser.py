@@ -18,7 +18,7 @@ from hf_charrnn.explain import activations
 from hf_charrnn.explain.report import display_scale, render_report, surprisal_colour, unit_colour
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
-from conftest import tiny_model
+from testing_utils import tiny_model
 
 CHROMIUM = os.environ.get("HF_CHARRNN_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser", "google-chrome") if (found := shutil.which(name))), None)

@@ -5,7 +5,7 @@ import torch
 from accelerate.hooks import ModelHook, add_hook_to_module, remove_hook_from_module
 from transformers import set_seed
 
-from conftest import tiny_model
+from testing_utils import tiny_model
 from hf_charrnn import CharRNNModel
 
 PROMPT = torch.tensor([[5, 9, 13, 7, 21, 4]])

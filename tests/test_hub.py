@@ -9,14 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
-from huggingface_hub import ModelCard
-from safetensors.torch import load_file
 
 import hf_charrnn
 from hf_charrnn import CharRNNForCausalLM
-from conftest import PROMPT, TEXT, make_output_dir
-from hf_charrnn.hub import PushToHubError, check_push_folder, check_repo_id, collect_upload
+from testing_utils import PROMPT, TEXT, assert_same_weights, make_output_dir
 
 try:
     from fake_hub.fixtures import BLOCK_PACKAGE, run_python
@@ -26,7 +22,6 @@ except ImportError:  # tests/ imported as a package
 
 PULL = """
 import json, sys
-import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 kwargs = dict(revision={revision!r}, trust_remote_code={remote!r})
@@ -62,13 +57,6 @@ def pull(hub_python, repo_id, weights_path, *, revision=None, remote=False, env=
         repo=repo_id, revision=revision, remote=remote, prompt=PROMPT, weights=str(weights_path))
     out = hub_python(code, env=env, isolated=remote, cwd=cwd)
     return json.loads(out.stdout.split("RESULT ")[-1])
-
-
-def assert_same_weights(pulled_path, folder):
-    pulled, local = load_file(pulled_path), load_file(folder / "model.safetensors")
-    assert pulled.keys() == local.keys()
-    for name, tensor in local.items():
-        assert pulled[name].dtype == tensor.dtype and torch.equal(pulled[name], tensor), name
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +190,6 @@ for name, (call, expected) in cases.items():
 def test_pushing_again_uploads_only_what_changed(hub_python, hub_server, hub_repo_id, tmp_path):
     folder = make_output_dir(tmp_path / "out")
     out = hub_python(f"""
-import torch
 from safetensors.torch import load_file, save_file
 from hf_charrnn.hub import push_output_dir
 first = push_output_dir({str(folder)!r}, {hub_repo_id!r}).oid
@@ -289,38 +276,6 @@ for name, (folder, repo_id, kwargs) in cases.items():
     assert (hub_server.state.repos.get(("model", f"{user}/tok-check"))) is None
 
 
-def test_checks_refuse_bad_repo_ids_and_folders(tmp_path):
-    for bad in ("", "a b", "a/b/c", "x/--y", "x/y.git", "x/" + "y" * 200):
-        with pytest.raises(PushToHubError):
-            check_repo_id(bad)
-    assert check_repo_id("someone/charrnn") == "someone/charrnn"
-    with pytest.raises(PushToHubError, match="No such folder"):
-        check_push_folder(tmp_path / "missing")
-    folder = make_output_dir(tmp_path / "out", summary=False)
-    (folder / "model.safetensors").unlink()
-    with pytest.raises(PushToHubError, match="model.safetensors"):
-        check_push_folder(folder)
-
-
-def test_upload_set_is_the_model_not_the_run(tmp_path):
-    folder = make_output_dir(tmp_path / "out")
-    (folder / "checkpoint-10").mkdir()
-    (folder / "checkpoint-10" / "optimizer.pt").write_bytes(b"x")
-    (folder / "training_args.bin").write_bytes(b"pickle")
-    (folder / "runs").mkdir()
-    files = collect_upload(folder, "someone/x")
-    assert sorted(files) == sorted([
-        "README.md", "config.json", "configuration_charrnn.py", "generation_config.json", "loss_curve.png",
-        "model.safetensors", "modeling_charrnn.py", "tokenizer.json", "tokenizer_config.json",
-        "training_summary.json"])
-    # The installed package's copies go up, whether the folder has none or an older one.
-    installed = (Path(hf_charrnn.__file__).parent / "modeling_charrnn.py").read_bytes()
-    (folder / "modeling_charrnn.py").unlink()
-    assert Path(collect_upload(folder, "someone/x")["modeling_charrnn.py"]).read_bytes() == installed
-    (folder / "modeling_charrnn.py").write_text("# an earlier version's model file\n", encoding="utf-8")
-    assert Path(collect_upload(folder, "someone/x")["modeling_charrnn.py"]).read_bytes() == installed
-
-
 @pytest.mark.slow
 def test_model_card_snippets_run_as_written(hub_python, hub_server, pushed, tmp_path):
     readme = hub_server.state.files(pushed["repo_id"])["README.md"].decode()
@@ -366,58 +321,6 @@ print("RESULT " + json.dumps({{"tokens": out[0].tolist(), "folder": folder}}))
     assert sha in result["folder"]
     assert result["tokens"] == pushed["greedy"]
     assert_same_weights(weights, pushed["folder"])
-
-
-def test_push_command_prints_the_card_and_refuses_bad_folders(tmp_path, capsys):
-    from hf_charrnn.cli.push import main
-
-    folder = make_output_dir(tmp_path / "out")
-    assert main([str(folder), "someone/x", "--print-card"]) == 0
-    assert ModelCard(capsys.readouterr().out).data.library_name == "transformers"
-    with pytest.raises(PushToHubError, match="it has no config.json.*Push the output folder"):
-        main([str(tmp_path), "someone/x"])
-
-
-def write_explain_page(folder, path):
-    from hf_charrnn.cli import main as hf_charrnn_command
-
-    assert hf_charrnn_command(["explain", str(folder), "--text", TEXT, "--output", str(path)]) == 0
-    return path
-
-
-def test_push_command_links_an_explain_page_from_the_card_and_refuses_other_files(tmp_path, capsys):
-    from hf_charrnn.cli.push import main
-
-    folder = make_output_dir(tmp_path / "out")
-    page = write_explain_page(folder, tmp_path / "page.html")
-    capsys.readouterr()
-    assert main([str(folder), "someone/x", "--print-card", "--explain-report", str(page), "--revision", "v1"]) == 0
-    card = capsys.readouterr().out
-    assert "## Inside the model" in card
-    assert "[`explain.html`](https://huggingface.co/someone/x/resolve/v1/explain.html?download=true)" in card
-    assert "## Inside the model" not in str(collect_upload(folder, "someone/x")["README.md"], "utf-8")
-    notes = tmp_path / "notes.html"
-    notes.write_text("<p>notes</p>", encoding="utf-8")
-    for wrong in (notes, tmp_path / "missing.html"):
-        with pytest.raises(PushToHubError, match="not a page written by `hf-charrnn explain`"):
-            collect_upload(folder, "someone/x", explain_report=wrong)
-    other = write_explain_page(make_output_dir(tmp_path / "other", seed=1), tmp_path / "other.html")
-    with pytest.raises(PushToHubError, match="made with another model than the one in"):
-        collect_upload(folder, "someone/x", explain_report=other)
-
-
-@pytest.mark.slow
-def test_push_with_an_explain_page_uploads_it_beside_the_model(hub_python, hub_server, hub_repo_id, tmp_path):
-    """Pushed under a bare name, so the card (its snippets and the page's link) names the token's namespace."""
-    folder = make_output_dir(tmp_path / "out")
-    page = write_explain_page(folder, tmp_path / "page.html")
-    push(hub_python, folder, hub_repo_id.split("/")[1], explain_report=str(page))
-    assert "explain.html" in hub_server.state.history(hub_repo_id)[0].payload["uploaded"]
-    remote = hub_server.state.files(hub_repo_id)
-    assert remote["explain.html"] == page.read_bytes()
-    link = f"{hub_server.endpoint}/{hub_repo_id}/resolve/main/explain.html?download=true"
-    assert f"[`explain.html`]({link})" in remote["README.md"].decode("utf-8")
-    assert f'repo_id = "{hub_repo_id}"' in remote["README.md"].decode("utf-8")
 
 
 @pytest.mark.slow

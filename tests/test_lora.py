@@ -6,7 +6,7 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, default_data_collator
 
-from conftest import tiny_model
+from testing_utils import tiny_model
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40

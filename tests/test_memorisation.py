@@ -77,7 +77,7 @@ def test_a_quotation_of_the_embedded_corpus_is_found():
 def test_the_training_run_report_samples_reproducibly_without_touching_the_global_random_state():
     import torch
 
-    from conftest import tiny_model
+    from testing_utils import tiny_model
     from hf_charrnn.memorisation import REPORT_SAMPLES, seeded_samples, training_run_report
     from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 

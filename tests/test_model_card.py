@@ -4,7 +4,7 @@ import json
 
 from huggingface_hub import ModelCard
 
-from conftest import make_output_dir
+from testing_utils import make_output_dir
 from hf_charrnn.model_card import render_model_card
 
 

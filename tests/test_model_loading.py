@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import make_output_dir
+from testing_utils import make_output_dir
 from hf_charrnn.hub import PushToHubError, collect_upload
 from hf_charrnn.model_loading import (
     WEIGHTS_FILE,

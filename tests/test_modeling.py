@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import hf_charrnn.modeling_charrnn as modeling
-from conftest import tiny_config, tiny_model
+from testing_utils import one_token_at_a_time, tiny_config, tiny_model
 from hf_charrnn import CharRNNCache, CharRNNConfig, CharRNNForCausalLM, CharRNNModel
 from transformers import AutoModel, AutoModelForCausalLM
 
@@ -42,15 +42,6 @@ def test_logits_equal_plain_torch_reference(cell_type, input_encoding):
         assert torch.allclose(model(input_ids).logits, reference_logits(model, input_ids), atol=1e-5)
 
 
-def one_token_at_a_time(model, input_ids):
-    cache, steps = None, []
-    for position in range(input_ids.shape[1]):
-        output = model(input_ids[:, position : position + 1], cache=cache, use_cache=True)
-        cache = output.cache
-        steps.append(output.logits)
-    return torch.cat(steps, dim=1), cache
-
-
 @pytest.mark.parametrize("grad", [False, True], ids=["fused-step", "cell-kernels"])
 def test_single_token_steps_match_the_sequence_kernel(cell_type, grad):
     """The decoding step (one product per layer without gradients, the cell kernels with them) and the sequence
@@ -59,7 +50,7 @@ def test_single_token_steps_match_the_sequence_kernel(cell_type, grad):
     input_ids = torch.randint(0, 24, (2, 9))
     with torch.set_grad_enabled(grad):
         whole = model(input_ids).logits
-        steps, cache = one_token_at_a_time(model, input_ids)
+        steps, cache, _ = one_token_at_a_time(model, input_ids)
     assert torch.allclose(steps, whole, atol=1e-5)
     assert cache.get_seq_length() == 9
 

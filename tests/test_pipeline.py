@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TextIteratorStreamer, TextStreamer, pipeline, set_seed
 
-from conftest import tiny_model
+from testing_utils import tiny_model
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 CORPUS = "The quick brown fox jumps over the lazy dog.\nPack my box with five dozen liquor jugs!\n\tÉté, naïve\r\n"
@@ -74,10 +74,15 @@ def test_streamers_print_exactly_the_generated_text(checkpoint, capsys):
     assert "".join(pieces) == expected
 
 
-def test_unknown_characters_in_a_prompt_do_not_crash(checkpoint):
-    generator = pipeline("text-generation", model=str(checkpoint))
-    text = generator("Zebra ☃ 𝄞", do_sample=False, max_new_tokens=5)[0]["generated_text"]
-    assert len(text) > 0
+def test_unknown_characters_in_a_prompt_are_read_as_unk_and_generation_goes_on(checkpoint):
+    prompt = "Zebra ☃ 𝄞"  # Z, ☃ and 𝄞 are not in CORPUS
+    text = pipeline("text-generation", model=str(checkpoint))(prompt, do_sample=False, max_new_tokens=5)[0][
+        "generated_text"]
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    encoded = tokenizer(prompt, return_tensors="pt")
+    assert encoded["input_ids"][0].tolist().count(tokenizer.unk_token_id) == 3
+    ids = AutoModelForCausalLM.from_pretrained(checkpoint).generate(**encoded, do_sample=False, max_new_tokens=5)
+    assert text == prompt + tokenizer.decode(ids[0, encoded["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 # The model's memory for a 1,000,000-token prompt, measured in a fresh process from token ids prepared beforehand:

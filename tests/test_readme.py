@@ -4,22 +4,10 @@ CI runs this file with the pinned set and again with the floor (make test-floor)
 current names (`cache`) must also work where transformers still calls the state `past_key_values`.
 """
 
-import re
 import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def python_blocks(section: str) -> list[str]:
-    """The ```python blocks of one `## ` section of the README, dedented (some sit inside list items)."""
-    text = README.read_text(encoding="utf-8")
-    start = text.index(f"## {section}\n")
-    end = text.find("\n## ", start + 1)
-    body = text[start : end if end != -1 else None]
-    return [textwrap.dedent(block) for block in re.findall(r"^ *```python\n(.*?)^ *```", body, re.S | re.M)]
+from testing_utils import python_blocks
 
 
 def test_the_library_examples_run_as_written_without_deprecation_warnings(tmp_path):

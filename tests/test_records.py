@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
 
-from conftest import tiny_model
+from testing_utils import assert_same_run, copy_as_running, hf_charrnn_in_process, launch_two_processes, tiny_model
 from hf_charrnn.cli.train import main as train_command
 from hf_charrnn.cli.train_accelerate import main as train_accelerate_command
 from hf_charrnn.generate import primed_state, sample_records
@@ -23,11 +23,13 @@ NAMES = ["Anna", "Bob", "Constantine", "Di", "Eve", "Fitzgerald", "Gus", "Hannah
 TOKENIZER = build_char_tokenizer(["\n".join(NAMES)])
 
 
-def test_lines_become_records_wrapped_in_eos_and_long_ones_are_cut():
+def test_lines_become_records_wrapped_in_eos_and_long_ones_are_cut(caplog):
     assert split_records(["Anna\nBob\n\nCy", "Di\n"], "line") == ["Anna", "Bob", "Cy", "Di"]
     assert split_records(["Anna\nBob", "", "Di"], "row") == ["Anna\nBob", "Di"]
     rows = Dataset.from_dict({"text": ["\n".join(NAMES[:5]) + "\n", "\n".join(NAMES[5:])]})
-    records = tokenize_records(rows, TOKENIZER, "line", max_length=8)
+    with caplog.at_level("WARNING", logger="hf_charrnn.records"):
+        records = tokenize_records(rows, TOKENIZER, "line", max_length=8)
+    assert "2 of 10 records are longer than --block_size 8 tokens" in caplog.text  # the warning that counts them
     eos = TOKENIZER.eos_token_id
     expected = [[eos, *TOKENIZER(name, add_special_tokens=False)["input_ids"], eos][:8] for name in NAMES]
     assert [list(map(int, ids)) for ids in records["input_ids"]] == expected  # "Constantine", "Fitzgerald": cut
@@ -87,6 +89,27 @@ def test_training_on_records_learns_names_and_samples_end_with_them(tmp_path):
     sampled = sample_records(model, tokenizer, primed_state(model, tokenizer, ""), 20, max_new_tokens=30,
                              temperature=0.5)
     assert sum(name in NAMES for name in sampled) >= 15, sampled  # whole names, each ended by the model
+    command = hf_charrnn_in_process("generate", output, "--num_records", "20", "--temperature", "0.5", "--seed", "0")
+    assert command.returncode == 0, command.stderr  # the README's command: one record a line
+    lines = command.stdout.splitlines()
+    assert len(lines) == 20 and sum(line in NAMES for line in lines) >= 15, lines
+
+
+def test_rows_of_a_data_set_train_as_records(tmp_path):
+    """`--records row`: each row of the text column one record, line breaks and all (here a jsonl file's rows)."""
+    rows = [f"{a}\n{b}" for a, b in zip(NAMES, reversed(NAMES))]  # two names a row: a row is not a line
+    train, validation = tmp_path / "pairs.jsonl", tmp_path / "pairs-validation.jsonl"
+    train.write_text("".join(json.dumps({"text": row}) + "\n" for row in rows * 3), encoding="utf-8")
+    validation.write_text("".join(json.dumps({"text": row}) + "\n" for row in rows[:4]), encoding="utf-8")
+    output = tmp_path / "pairs-model"
+    assert train_command(["--train_file", str(train), "--validation_file", str(validation), "--records", "row",
+                          "--output_dir", str(output), "--hidden_size", "16", "--embedding_dim", "8",
+                          "--num_layers", "1", "--block_size", "32", "--per_device_train_batch_size", "8",
+                          "--max_steps", "4", "--eval_steps", "4", "--save_steps", "4", "--sample_every_steps", "0",
+                          "--report_to", "none", "--disable_tqdm", "true"]) == 0
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["train_tokens"] == sum(len(row) + 1 for row in rows * 3)  # each row and its end, not each line
+    assert summary["validation_tokens"] == sum(len(row) + 1 for row in rows[:4])
 
 
 def test_record_options_that_cannot_work_are_usage_errors(tmp_path, capsys):
@@ -128,26 +151,23 @@ def test_train_accelerate_learns_records_and_scores_them_per_token(tmp_path):
 
 
 def test_a_record_run_resumes_exactly(tmp_path):
-    from test_training_accelerate import assert_same_run, copy_interrupted_run
-
     train, validation = write_names(tmp_path / "names.txt", 100, 0), write_names(tmp_path / "val.txt", 20, 1)
     options = ("--max_steps", "12", "--eval_steps", "6", "--save_steps", "6", "--batch_size", "8")
     assert train_accelerate_command(bptt_arguments(train, validation, tmp_path / "whole", *options)) == 0
-    copy_interrupted_run(tmp_path / "whole", tmp_path / "resumed", "checkpoint-6")  # 12 records an epoch: mid-epoch 1
+    copy_as_running(tmp_path / "whole", "checkpoint-6", tmp_path / "resumed")  # 12 records an epoch: mid-epoch 1
     assert train_accelerate_command(bptt_arguments(train, validation, tmp_path / "resumed", *options,
                                                    "--resume_from_checkpoint", "latest")) == 0
-    assert_same_run(tmp_path / "whole", tmp_path / "resumed", steps_from=7)
+    assert_same_run(tmp_path / "whole", tmp_path / "resumed", steps_from=7, exact=True)  # README: exactly
 
 
 @pytest.mark.slow
 def test_two_processes_train_records_and_evaluate_every_record_once(tmp_path):
     """`accelerate launch` on 2 CPU processes: each takes its rows of every batch of records, and the validation
     records are shared out and summed, so the reported loss is the saved model's per-token loss over all of them."""
-    from test_training_accelerate import launch_two_processes
 
     train, validation = write_names(tmp_path / "names.txt", 200, 0), write_names(tmp_path / "val.txt", 21, 1)
     output = tmp_path / "two"
-    launched = launch_two_processes(bptt_arguments(train, validation, output, "--max_steps", "6", "--batch_size", "8",
+    launched = launch_two_processes("train_accelerate.py", bptt_arguments(train, validation, output, "--max_steps", "6", "--batch_size", "8",
                                                    "--eval_steps", "3", "--save_steps", "3", "--cpu"))
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert (output / "checkpoint-6" / "random_states_1.pkl").is_file()  # really two processes

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import hf_charrnn
-from conftest import PROMPT, hf_charrnn_in_process, make_output_dir, tiny_model
+from testing_utils import PROMPT, hf_charrnn_in_process, make_output_dir, tiny_model
 
 LOAD_WITHOUT_PACKAGE = textwrap.dedent(
     """

@@ -1,28 +1,36 @@
-"""Run safety and user mistakes, through `hf-charrnn` in subprocesses as a user meets them.
+"""Run safety and user mistakes, through the `hf-charrnn` command as a user meets them: its own entry point in this
+process, and a process of its own where the process is the point (signals, a live lock holder, settings read at
+import, all of its stderr).
 
 Each case asserts the message a user reads and, for mistakes, that nothing in the output folder changed.
 """
 
+import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import hf_charrnn_in_process, tiny_model
+from testing_utils import (
+    free_port,
+    hf_charrnn_in_process,
+    hf_charrnn_process,
+    start_hf_charrnn,
+    tiny_model,
+    verse,
+    wait_for,
+)
 from hf_charrnn.run_folder import LOCK_FILE, RUN_FILE
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 
 pytestmark = pytest.mark.slow
 
-WORDS = "the king queen sword crown night day love death blood heart speak hear come go fair foul".split()
 PATHS = ["train", "train-accelerate"]
 TINY = ["--hidden_size", "16", "--embedding_dim", "8", "--num_layers", "1", "--report_to", "none",
         "--disable_tqdm", "true"]
@@ -30,11 +38,6 @@ TINY_TRAINER = ["--block_size", "16", "--per_device_train_batch_size", "8", "--e
                 "--logging_steps", "1", "--sample_every_steps", "0", "--max_eval_samples", "8"]
 TINY_BPTT = ["--batch_size", "4", "--block_size", "16", "--eval_steps", "2", "--save_steps", "2",
              "--logging_steps", "1", "--sample_every_steps", "0", "--eval_batch_size", "2", "--max_eval_tokens", "200"]
-
-
-def verse(seed: int, lines: int) -> str:
-    words = [WORDS[(seed * 7 + i * 3) % len(WORDS)] for i in range(lines * 5)]
-    return "\n".join(" ".join(words[i : i + 5]).capitalize() + "." for i in range(0, len(words), 5)) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +51,12 @@ def texts(tmp_path_factory) -> dict[str, Path]:
     return paths
 
 
-def hf_charrnn(*args: str, env: dict | None = None, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
-                   **(env or {})}
-    return subprocess.run([sys.executable, "-m", "hf_charrnn.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=environment, cwd=cwd)
-
-
-def start(*args: str) -> subprocess.Popen:
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "hf_charrnn.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=environment)
+def hf_charrnn(*args: str, env: dict | None = None, cwd=None, process: bool = False) -> subprocess.CompletedProcess:
+    """`hf-charrnn ARGS` in this process (`env` set for the call, in `cwd`), or with `process` in one of its own."""
+    if process:
+        return hf_charrnn_process(*args, env=env, cwd=cwd)
+    with mock.patch.dict(os.environ, env or {}), contextlib.chdir(cwd or os.getcwd()):
+        return hf_charrnn_in_process(*args)
 
 
 def train_args(path: str, train_file: Path, output_dir: Path, *extra: str) -> list[str]:
@@ -72,19 +70,6 @@ def snapshot(folder: Path) -> dict | None:
         return None
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    """Wait until `path` exists (a glob pattern: until something matches it) while `process` runs."""
-    deadline = time.time() + timeout
-    while not list(path.parent.glob(path.name)):
-        if process.poll() is not None:
-            output = process.stdout.read()
-            raise AssertionError(f"the run ended ({process.returncode}) before {path} appeared:\n{output}")
-        if time.time() > deadline:
-            process.kill()
-            raise AssertionError(f"{path} did not appear in {timeout} s")
-        time.sleep(0.05)
 
 
 def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -125,7 +110,7 @@ def test_another_run_in_the_folder_is_refused_and_a_finished_one_not_retrained(p
 def test_sigterm_then_rerun_resumes_and_ends_with_a_summary_after_rotation(path, texts, tmp_path):
     output_dir = tmp_path / "out"
     keep_one = ["--save_total_limit", "1", "--max_steps", "400", "--save_steps", "5", "--eval_steps", "200"]
-    process = start(*train_args(path, texts["first"], output_dir, *keep_one))
+    process = start_hf_charrnn(*train_args(path, texts["first"], output_dir, *keep_one))
     wait_for(output_dir / "checkpoint-*", process)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
@@ -144,7 +129,7 @@ def test_sigterm_then_rerun_resumes_and_ends_with_a_summary_after_rotation(path,
 def test_a_live_run_keeps_a_second_one_out_and_a_killed_one_is_taken_over(texts, tmp_path):
     output_dir = tmp_path / "out"
     argv = train_args("train", texts["first"], output_dir, "--max_steps", "400", "--save_steps", "5")
-    first = start(*argv)
+    first = start_hf_charrnn(*argv)
     wait_for(output_dir / "checkpoint-5", first)  # long before step 400
     second = hf_charrnn(*argv)
     assert_user_error(second, f"Another run (pid {first.pid}", "is training into")
@@ -173,7 +158,7 @@ def test_a_damaged_bptt_state_file_is_named_and_the_previous_checkpoint_used(tex
 def test_a_pickled_rng_state_is_refused_by_name(texts, tmp_path):
     output_dir = tmp_path / "out"
     argv = train_args("train", texts["first"], output_dir, "--max_steps", "60", "--save_steps", "5")
-    process = start(*argv)
+    process = start_hf_charrnn(*argv)
     wait_for(output_dir / "checkpoint-5" / "trainer_state.json", process)
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
@@ -282,19 +267,39 @@ def test_generate_without_a_prompt_starts_where_a_document_starts(model_folder):
     assert result.stdout.rstrip("\n") == tokenizer.decode(expected[0], skip_special_tokens=True).rstrip("\n")
 
 
-def test_a_missing_folder_and_an_unreachable_hub_fail_at_once(tmp_path):
+def test_a_missing_folder_and_an_unreachable_hub_are_named(tmp_path):
     (tmp_path / "outputs").mkdir()
-    started = time.time()
     missing = hf_charrnn("generate", "outputs/does-not-exist", "--prompt", "x", cwd=tmp_path)
     assert_user_error(missing, "No such folder: 'outputs/does-not-exist'")
-    with socket.socket() as probe:  # a port on this machine where nothing listens
-        probe.bind(("127.0.0.1", 0))
-        closed = probe.getsockname()[1]
+    closed = free_port()  # a port on this machine where nothing listens
     offline = hf_charrnn("generate", "someone/some-model", "--prompt", "x", cwd=tmp_path,
                          env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{closed}",
-                              "HF_HOME": str(tmp_path / "hf_home")})
+                              "HF_HOME": str(tmp_path / "hf_home")}, process=True)  # read at import
     assert_user_error(offline, "cannot be reached", "HF_HUB_OFFLINE=1")
-    assert time.time() - started < 60  # the Hub client's own retries take about a minute for the second alone
+
+
+def test_an_unreachable_hub_is_probed_once_then_only_the_cache_is_read(monkeypatch):
+    """Why the answer comes in seconds: one short connection attempt, then no online `from_pretrained` (whose
+    retries take about a minute)."""
+    from hf_charrnn import model_loading
+
+    probes, loads = [], []
+
+    def refuse(address, timeout=None):
+        probes.append(timeout)
+        raise ConnectionRefusedError
+
+    def from_cache_only(name, **options):
+        loads.append(options)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(model_loading.socket, "create_connection", refuse)
+    monkeypatch.setattr(model_loading, "_load", from_cache_only)
+    monkeypatch.setattr(model_loading.hub_constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(model_loading.ModelNotFoundError, match="cannot be reached.*HF_HUB_OFFLINE=1"):
+        model_loading.load_from_hub("someone/some-model")
+    assert probes == [model_loading.HUB_PROBE_TIMEOUT_S]
+    assert loads == [{"local_files_only": True}]
 
 
 def test_broken_model_folders_name_the_file(model_folder, tmp_path):
@@ -310,7 +315,7 @@ def test_broken_model_folders_name_the_file(model_folder, tmp_path):
         (edited / source.name).write_bytes(source.read_bytes())
     config = json.loads((edited / "config.json").read_text())
     (edited / "config.json").write_text(json.dumps({**config, "cell_type": "transformer"}))
-    result = hf_charrnn("generate", edited, "--prompt", "x")  # a process of its own: all of its stderr is seen
+    result = hf_charrnn("generate", edited, "--prompt", "x", process=True)  # all of its stderr, loggers' too
     assert_user_error(result, "config.json is invalid: cell_type='transformer' is not supported")
     assert result.stderr.startswith("error: ") and "[transformers]" not in result.stderr
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from hf_charrnn import CharRNNConfig, CharRNNForCausalLM
+from hf_charrnn import CharRNNForCausalLM
 from hf_charrnn.scoring import score_texts
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer, build_word_tokenizer
 
-from conftest import hf_charrnn_in_process
+from testing_utils import hf_charrnn_in_process, scaled_model
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n"
 NAMES = ["Anna", "Bob", "Constantine Alexandrovich", "Di"]
@@ -21,12 +21,7 @@ WORD_TOKENIZER = build_word_tokenizer([TEXT])
 
 
 def make_model(tokenizer, seed=0) -> CharRNNForCausalLM:
-    torch.manual_seed(seed)
-    model = CharRNNForCausalLM(CharRNNConfig(vocab_size=len(tokenizer), hidden_size=24, embedding_dim=8)).eval()
-    with torch.no_grad():  # sharper predictions: a misplaced state or offset changes the numbers visibly
-        for parameter in model.parameters():
-            parameter.mul_(3.0)
-    return model
+    return scaled_model(seed, 3.0, vocab_size=len(tokenizer), hidden_size=24, embedding_dim=8)
 
 
 def by_hand(model, tokenizer, text: str, with_end: bool) -> list[float]:

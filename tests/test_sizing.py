@@ -65,12 +65,17 @@ def test_the_corpus_size_caps_the_model():
     assert f"the corpus has {characters / 1e6:.1f} M" in reason and passes > 1e4
 
 
-def test_the_characters_seen_cap_the_model():
-    """The chosen model sees at least TOKENS_PER_PARAMETER characters per parameter; the next one would not."""
-    seconds = 3.0
-    shape, reason, _ = choose_model_size(60, 10**9, step_seconds_available=seconds, batch_size=8, block_size=32)
-    seen_per_parameter = float(reason.split("(")[2].split(" per parameter")[0])
-    assert shape == CANDIDATES[0] or seen_per_parameter >= TOKENS_PER_PARAMETER, reason
+def test_the_characters_seen_cap_the_model(monkeypatch):
+    """The largest candidate that sees TOKENS_PER_PARAMETER characters per parameter is taken; just short of that,
+    the one before it (steps timed by a model whose time grows with the parameters, so the figures are known)."""
+    monkeypatch.setattr(sizing, "training_step_seconds",
+                        lambda model, *args, **kwargs: 1e-8 * sizing._parameters(model))
+    second = parameters(CANDIDATES[2])
+    enough = TOKENS_PER_PARAMETER * second * 1e-8 * second / (8 * 32)  # CANDIDATES[2] sees exactly 8 per parameter
+    shape, reason, _ = choose_model_size(60, 10**9, enough * 1.01, batch_size=8, block_size=32)
+    assert shape == CANDIDATES[2], reason  # (CANDIDATES[3], with about twice the parameters, would see about 2)
+    shape, reason, _ = choose_model_size(60, 10**9, enough * 0.99, batch_size=8, block_size=32)
+    assert shape == CANDIDATES[1], reason
 
 
 def test_over_many_passes_fewer_characters_per_parameter_will_do(monkeypatch):

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import set_seed
 
-from conftest import tiny_model
+from testing_utils import tiny_model
 from hf_charrnn.states import StateMismatchError, continue_from, load_state, prime, save_state
 
 PROMPT = torch.tensor([[5, 9, 13, 7, 21, 4, 11, 2]])

@@ -10,6 +10,7 @@ from hf_charrnn import text_pieces
 from hf_charrnn.data import load_text_files, split_text, tokenize_and_group, tokenize_stream
 from hf_charrnn.evaluation import dataset_stream
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
+from testing_utils import write
 
 PIECE = 40  # characters per piece in these tests: files of a few hundred characters become many rows
 
@@ -23,11 +24,6 @@ def random_lines(seed: int, count: int, longest: int = 30) -> str:
     rng = random.Random(seed)
     return "".join("".join(rng.choice("abcdé \t") for _ in range(rng.randrange(0, longest))) + "\n"
                    for _ in range(count))
-
-
-def write(path, text: str):
-    path.write_text(text, encoding="utf-8", newline="")
-    return path
 
 
 def test_a_file_is_read_in_bounded_pieces_that_end_at_line_breaks(tmp_path):

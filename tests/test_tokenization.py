@@ -171,16 +171,20 @@ def test_word_tokenizer_round_trip_and_unk(tmp_path):
     assert reloaded.padding_side == "left"
 
 
+# Texts of known pieces only: under the word pattern (\w+|[^\w\s]|\s+) a mark is always a piece of its own, so a
+# word or whitespace run followed by a mark cannot fuse with its neighbour into an unknown piece ("catdog", "  ").
+KNOWN_CHUNKS = st.one_of(
+    st.tuples(st.sampled_from(["The", "cat", "dog", "Été", " ", "\n\n"]), st.sampled_from([",", ".", "-"])).map("".join),
+    st.sampled_from([",", ".", "-"]),
+)
+
+
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.sampled_from(["The", "cat", "dog", ",", ".", " ", "\n\n", "Été", "--"]),
-                max_size=30))
-def test_word_round_trip_property(pieces):
-    text = "".join(pieces)
-    tok = WORD_TOK
-    # Adjacent pieces may fuse into a new word or whitespace run ("catdog", "  "),
-    # which is out of vocabulary; check exactness only where every piece is known.
-    if not count_unknown_characters(tok, text):
-        assert tok.decode(tok(text).input_ids) == text
+@given(st.lists(KNOWN_CHUNKS, max_size=30))
+def test_word_round_trip_property(chunks):
+    text = "".join(chunks)
+    assert not count_unknown_characters(WORD_TOK, text)  # every draw is checked
+    assert WORD_TOK.decode(WORD_TOK(text).input_ids) == text
 
 
 WORD_TOK = build_word_tokenizer([WORD_TEXT])

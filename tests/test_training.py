@@ -1,19 +1,8 @@
-"""The Trainer path (hf_charrnn.training): a real Trainer on tiny models and a small generated corpus.
-
-Fast tests run `train()` / `main()` in this process; the slow ones run `scripts/train.py` in a subprocess and kill or
-interrupt it mid-run, then resume.
-"""
+"""The Trainer path (hf_charrnn.trainer): a real Trainer on tiny models and a small generated corpus, through
+`train()` / `main()` in this process. Resumed, killed and interrupted runs are in test_training_resume.py."""
 
 import json
 import math
-import os
-import random
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -29,64 +18,16 @@ from transformers import (
 import hf_charrnn  # noqa: F401  (registers the Auto classes)
 from hf_charrnn import data
 from hf_charrnn.cli.train import main, parse_arguments
-from hf_charrnn.precision import bf16_kernels_work
 from hf_charrnn.reporting import REQUIRED_SUMMARY_KEYS
 from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 from hf_charrnn.trainer import CharRNNTrainer, train
-from hf_charrnn.checkpoints import TRAINER_STATE_FILE, complete_checkpoints
 from hf_charrnn.trainer_utils import TrainingDivergedError, build_model
 from hf_charrnn.training_args import CharRNNTrainingArguments, ModelArguments
-
-REPO = Path(__file__).resolve().parents[1]
-WORDS = "the king queen sword crown night day love death blood heart speak hear come go fair foul".split()
-
-
-def make_text(seed: int, lines: int) -> str:
-    """Verse-like text a tiny model learns quickly: short lines of a small vocabulary."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(lines):
-        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 7)))
-        out.append(line.capitalize() + rng.choice([",", ".", ";", "!"]))
-    return "\n".join(out) + "\n"
-
+from testing_utils import hf_charrnn_in_process, make_text, run, tiny_argv, training_corpus
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict[str, str]:
-    folder = tmp_path_factory.mktemp("corpus")
-    train_file, validation_file = folder / "train.txt", folder / "validation.txt"
-    train_file.write_text(make_text(0, 600), encoding="utf-8")  # about 20 k characters
-    validation_file.write_text(make_text(1, 60), encoding="utf-8")
-    return {"train": str(train_file), "validation": str(validation_file)}
-
-
-TINY = ["--hidden_size", "32", "--embedding_dim", "16", "--num_layers", "1"]
-
-
-def tiny_argv(corpus, output_dir, *extra) -> list[str]:
-    return [
-        "--train_file", corpus["train"], "--validation_file", corpus["validation"],
-        *TINY,
-        "--output_dir", str(output_dir),
-        "--block_size", "32", "--per_device_train_batch_size", "16", "--per_device_eval_batch_size", "64",
-        "--learning_rate", "0.01", "--max_steps", "40", "--eval_steps", "20", "--save_steps", "20",
-        "--logging_steps", "5", "--sample_every_steps", "0", "--sample_length", "40",
-        "--report_to", "none", "--disable_tqdm", "true",
-        *extra,
-    ]
-
-
-def copy_as_running(output_dir: Path, checkpoint: str, target: Path) -> None:
-    """`target`: `output_dir` as it was when `checkpoint` was its last, its run still going (run.json so)."""
-    shutil.copytree(output_dir / checkpoint, target / checkpoint)
-    record = json.loads((output_dir / "run.json").read_text())
-    record.update(status="running", finished=None, result=None)
-    (target / "run.json").write_text(json.dumps(record))
-
-
-def run(argv: list[str]):
-    """parse + train in this process, as main() does, returning the summary."""
-    return train(*parse_arguments(argv))
+    return training_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -355,167 +296,7 @@ def test_bad_input_prints_one_line_error(case, corpus, tmp_path, capsys):
     assert "Traceback" not in captured.err + captured.out
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Killed and interrupted runs (subprocesses)
-# ----------------------------------------------------------------------------------------------------------------------
-
-
-def start_training(argv: list[str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *argv], stdout=log, stderr=subprocess.STDOUT, env=env
-    )
-
-
-def wait_for_checkpoint(output_dir: Path, step: int, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if (output_dir / f"checkpoint-{step}" / "trainer_state.json").exists():
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"the training process ended (status {process.returncode}) before checkpoint-{step}")
-        time.sleep(0.02)
-    process.kill()
-    raise AssertionError(f"no checkpoint-{step} after {timeout} s")
-
-
-STEPS = 80
-
-
-def slow_argv(corpus, output_dir) -> list[str]:
-    # Long enough that the run is still going when the test stops it after checkpoint 10 or 20.
-    return tiny_argv(corpus, output_dir, "--max_steps", str(STEPS), "--save_steps", "10", "--eval_steps", str(STEPS),
-                     "--save_total_limit", "50", "--learning_rate", "0.005")
-
-
-def test_a_resumed_run_keeps_the_precision_its_checkpoint_was_trained_in(corpus, tmp_path):
-    """Left to choose, a resumed session takes the precision recorded in its checkpoint's trainer_state.json instead
-    of measuring again (where bf16 and fp32 are close the measurement can go either way)."""
-    output_dir = tmp_path / "run"
-    first = run(tiny_argv(corpus, output_dir, "--max_steps", "20"))
-    state_file = output_dir / "checkpoint-20" / TRAINER_STATE_FILE
-    state = json.loads(state_file.read_text())
-    record = state["stateful_callbacks"]["PrecisionRecordCallback"]["args"]
-    assert record["mixed_precision"] == first["precision"]["mixed_precision"]
-    record["mixed_precision"] = "no" if record["mixed_precision"] == "bf16" else "bf16"  # as if measured otherwise
-    state_file.write_text(json.dumps(state))
-    if record["mixed_precision"] == "bf16" and not bf16_kernels_work("cpu", "lstm"):
-        pytest.skip("no bf16 kernels here for the model's cell to resume into")
-    resumed = run(tiny_argv(corpus, output_dir, "--max_steps", "30", "--resume_from_checkpoint", "latest"))
-    assert resumed["precision"]["mixed_precision"] == record["mixed_precision"]
-    assert "checkpoint-20 was trained in (a resumed run keeps it)" in resumed["precision"]["reason"]
-    final_file = output_dir / "checkpoint-30" / TRAINER_STATE_FILE
-    final = json.loads(final_file.read_text())
-    assert final["stateful_callbacks"]["PrecisionRecordCallback"]["args"]["mixed_precision"] == record["mixed_precision"]
-
-    del final["stateful_callbacks"]["PrecisionRecordCallback"]  # as an earlier version wrote it: choose afresh
-    final_file.write_text(json.dumps(final))
-    again = run(tiny_argv(corpus, output_dir, "--max_steps", "40", "--resume_from_checkpoint", "latest"))
-    assert "was trained in" not in again["precision"]["reason"] and again["steps"] == 40
-    last = json.loads((output_dir / "checkpoint-40" / TRAINER_STATE_FILE).read_text())
-    assert last["stateful_callbacks"]["PrecisionRecordCallback"]["args"]["mixed_precision"] == \
-        again["precision"]["mixed_precision"]
-
-
-def test_a_run_resumed_mid_epoch_continues_bit_for_bit_through_shifted_blocks(corpus, tmp_path):
-    """The training blocks start at a fresh place each epoch (`shift_blocks`); a session resumed in the middle of
-    the second epoch reads the blocks the whole run read there and after, so its weights are the same bit for bit."""
-    common = ("--max_steps", "100", "--eval_steps", "50", "--save_steps", "50", "--no_bf16", "--dropout", "0.2",
-              "--num_layers", "2")
-    whole = run(tiny_argv(corpus, tmp_path / "whole", *common))
-    assert whole["hyperparameters"]["block_offsets"] == "shifted each epoch"
-    assert 1 < whole["epochs"] * 50 / 100 < 2 < whole["epochs"]  # checkpoint-50 lies in the second epoch
-    resumed = tmp_path / "resumed"
-    copy_as_running(tmp_path / "whole", "checkpoint-50", resumed)
-    run(tiny_argv(corpus, resumed, *common, "--resume_from_checkpoint", str(resumed / "checkpoint-50")))
-    expected, got = (load_file(folder / "checkpoint-100" / "model.safetensors") for folder in (tmp_path / "whole",
-                                                                                               resumed))
-    assert expected.keys() == got.keys()
-    for name, value in expected.items():
-        assert torch.equal(got[name], value), name
-
-
-def test_max_train_samples_keeps_that_many_shifted_blocks(corpus, tmp_path):
-    summary = run(tiny_argv(corpus, tmp_path / "few", "--max_train_samples", "10", "--max_steps", "3",
-                            "--eval_steps", "3", "--save_steps", "3"))
-    assert summary["train_tokens"] == 10 * 32 and summary["hyperparameters"]["block_offsets"] == "shifted each epoch"
-    assert summary["epochs"] == pytest.approx(3)  # one batch (16 rows) holds all 10 blocks: one step an epoch
-
-
-def test_a_run_recorded_before_blocks_shifted_resumes_with_shift_blocks_false(corpus, tmp_path, capsys):
-    """A folder whose run.json predates `shift_blocks` (no such setting) is refused by default with the option that
-    resumes it as it was cut, and that option resumes it."""
-    output_dir = tmp_path / "old"
-    argv = tiny_argv(corpus, output_dir, "--max_steps", "20", "--save_steps", "10", "--eval_steps", "10")
-    run(argv)
-    record = json.loads((output_dir / "run.json").read_text())
-    del record["identity"]["shift_blocks"]
-    record.update(status="running", finished=None, result=None)
-    (output_dir / "run.json").write_text(json.dumps(record))
-    shutil.rmtree(output_dir / "checkpoint-20")
-    assert main(argv) == 2
-    assert "add --shift_blocks false" in capsys.readouterr().err
-    assert main(argv + ["--shift_blocks", "false"]) == 0
-    summary = json.loads((output_dir / "training_summary.json").read_text())
-    assert summary["hyperparameters"]["block_offsets"] == "fixed" and summary["steps"] == 20
-    assert summary["hyperparameters"]["resumed_from"].endswith("checkpoint-10")
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(corpus, tmp_path, capsys):
-    reference = run(slow_argv(corpus, tmp_path / "reference"))
-
-    output_dir = tmp_path / "killed"
-    argv = slow_argv(corpus, output_dir)
-    process = start_training(argv, tmp_path / "killed.log")
-    wait_for_checkpoint(output_dir, 20, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert not (output_dir / "training_summary.json").exists()
-    last = str(complete_checkpoints(output_dir, TRAINER_STATE_FILE)[-1])
-    assert last is not None
-    killed_at = int(last.rsplit("-", 1)[1])
-    assert 20 <= killed_at < STEPS
-    # A checkpoint cut short by the kill (no trainer_state.json) must be skipped, not resumed from.
-    partial = output_dir / f"checkpoint-{killed_at + 5}"
-    partial.mkdir()
-    (partial / "config.json").write_text("{}")
-
-    assert main(argv) == 0  # the same command again: resumes from the last complete checkpoint
-    assert "Resuming from" in capsys.readouterr().out
-    resumed = json.loads((output_dir / "training_summary.json").read_text())
-    assert resumed["hyperparameters"]["resumed_from"] == last
-    assert resumed["steps"] == reference["steps"] == STEPS
-    assert resumed["validation"]["loss"] == pytest.approx(reference["validation"]["loss"], rel=0.01)
-
-
-@pytest.mark.slow
-def test_sigint_saves_a_checkpoint_and_resumes(corpus, tmp_path, capsys):
-    output_dir = tmp_path / "interrupted"
-    argv = slow_argv(corpus, output_dir)
-    process = start_training(argv, tmp_path / "interrupted.log")
-    wait_for_checkpoint(output_dir, 10, process)
-    process.send_signal(signal.SIGINT)
-    status = process.wait(timeout=60)
-    log = (tmp_path / "interrupted.log").read_text()
-    assert status == 130, log
-    assert "Traceback" not in log
-    assert "checkpoint saved to" in log
-    last = str(complete_checkpoints(output_dir, TRAINER_STATE_FILE)[-1])
-    step = int(last.rsplit("-", 1)[1])
-    assert 10 <= step < STEPS
-    state = json.loads((Path(last) / "trainer_state.json").read_text())
-    assert state["global_step"] == step
-    assert not (output_dir / "training_summary.json").exists()
-
-    assert main(argv + ["--resume_from_checkpoint", last]) == 0
-    summary = json.loads((output_dir / "training_summary.json").read_text())
-    assert summary["steps"] == STEPS and summary["hyperparameters"]["resumed_from"] == last
-    assert math.isfinite(summary["validation"]["loss"])
-
-
-def test_streaming_corpus_trains_and_scores_like_the_in_memory_one(corpus, tmp_path):
+def test_a_streamed_corpus_trains_and_evaluates_the_same_validation_tokens_as_in_memory(corpus, tmp_path):
     """--streaming reads the files as an IterableDataset (corpora larger than memory) and still trains and evaluates."""
     streamed = run(tiny_argv(corpus, tmp_path / "streamed", "--streaming", "--max_steps", "20"))
     in_memory = run(tiny_argv(corpus, tmp_path / "in_memory", "--max_steps", "20"))
@@ -544,53 +325,6 @@ def test_streaming_without_a_validation_file_holds_windows_of_the_stream_out(tmp
     short = {"train": str(short_file), "validation": None}
     argv = tiny_argv(short, tmp_path / "short_run", "--streaming")
     at = argv.index("--validation_file")
-    result = subprocess.run([sys.executable, "-m", "hf_charrnn.cli", "train", *argv[:at], *argv[at + 2 :]],
-                            capture_output=True, text=True, timeout=300)
+    result = hf_charrnn_in_process("train", *argv[:at], *argv[at + 2 :])
     assert result.returncode == 2 and "too short to hold validation out" in result.stderr
     assert "--validation_file" in result.stderr and "Traceback" not in result.stderr
-
-
-@pytest.mark.slow
-def test_two_processes_train_the_same_model_as_one_and_resume_on_one(corpus, tmp_path):
-    """The Trainer path under `accelerate launch` with 2 CPU processes (gloo), 8 rows each: the same global batches
-    as one process with 16 rows (accelerate hands whole batches of one sampler out in turn), gradients averaged, so
-    the same losses and weights up to float summation order; its checkpoint resumes on one process."""
-    import socket
-
-    from safetensors.torch import load_file as load_weights
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    argv = tiny_argv(corpus, tmp_path / "two", "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
-                     "--logging_steps", "1", "--use_cpu", "true", "--dropout", "0")
-    at = argv.index("--per_device_train_batch_size")
-    argv[at + 1] = "8"
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-              str(port), str(REPO / "scripts" / "train.py")]
-    two = subprocess.run(launch + argv, env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
-    assert (tmp_path / "two" / "checkpoint-6" / "rng_state_1.pth").is_file()  # really two processes
-    one = run(tiny_argv(corpus, tmp_path / "one", "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
-                        "--logging_steps", "1", "--dropout", "0", "--no_bf16"))  # fp32, as two processes decide
-    assert one["steps"] == 6
-
-    def losses(folder: Path) -> list[float]:
-        history = json.loads((folder / "trainer_state.json").read_text())["log_history"]
-        return [entry["loss"] for entry in history if "loss" in entry]
-
-    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-4)
-    one_weights, two_weights = (load_weights(tmp_path / name / "model.safetensors") for name in ("one", "two"))
-    for key, value in one_weights.items():
-        torch.testing.assert_close(two_weights[key], value, atol=1e-4, rtol=1e-3)
-
-    resumed = tmp_path / "resumed"  # the two-process run as it was at step 3, resumed on one process
-    copy_as_running(tmp_path / "two", "checkpoint-3", resumed)
-    summary = run(tiny_argv(corpus, resumed, "--max_steps", "6", "--eval_steps", "3", "--save_steps", "3",
-                            "--logging_steps", "1", "--dropout", "0", "--resume_from_checkpoint",
-                            str(resumed / "checkpoint-3")))
-    assert summary["steps"] == 6
-    assert "checkpoint-3 was trained in" in summary["precision"]["reason"]  # fp32 kept, not measured again
-    assert losses(resumed)[-3:] == pytest.approx(losses(tmp_path / "two")[-3:], abs=1e-4)

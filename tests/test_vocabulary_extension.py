@@ -30,7 +30,7 @@ def test_new_characters_are_appended_most_frequent_first_and_old_ids_stay():
         extend_char_tokenizer(build_word_tokenizer([OLD_TEXT]), [NEW_TEXT])
 
 
-def test_growing_keeps_what_the_model_said_about_old_characters():
+def test_growing_keeps_the_old_characters_logits():
     torch.manual_seed(0)
     model = CharRNNForCausalLM(CharRNNConfig(vocab_size=20, hidden_size=16, embedding_dim=8, num_layers=2)).eval()
     ids = torch.tensor([[4, 7, 9, 19, 5]])
@@ -58,7 +58,7 @@ def base_model(tmp_path):
 
 
 @pytest.mark.parametrize("command", [train_command, train_accelerate_command], ids=["train", "train-accelerate"])
-def test_fine_tuning_with_extend_vocabulary_learns_the_new_characters(command, base_model, tmp_path, capsys):
+def test_fine_tuning_with_extend_vocabulary_adds_the_new_characters_and_keeps_the_old_ids(command, base_model, tmp_path, capsys):
     train_file, validation_file = tmp_path / "new.txt", tmp_path / "new-validation.txt"
     train_file.write_text(NEW_TEXT, encoding="utf-8")
     validation_file.write_text(NEW_TEXT[:200], encoding="utf-8")

@@ -155,7 +155,8 @@ def make_git_repo(path: str | os.PathLike, files: dict[str, bytes | str], *, bra
     return run("rev-parse", "HEAD")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -191,7 +192,7 @@ class OlahMirror:
     def start(self, timeout: float = 60) -> "OlahMirror":
         last_error = ""
         for _attempt in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             config = self.root / "olah.toml"
             config.write_text(
                 "[basic]\n"
