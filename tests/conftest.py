@@ -12,7 +12,7 @@ import torch
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
-from testing_utils import CELL_TYPES  # noqa: E402  (after the thread setting, like every import of torch's users)
+from testing_utils import CELL_TYPES, training_corpus  # noqa: E402  (after the thread setting: they import torch)
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +29,12 @@ def isolated_signal_handlers():
 @pytest.fixture(params=CELL_TYPES)
 def cell_type(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, str]:
+    """The Trainer-path tests' generated text files (`testing_utils.training_corpus`), written once per module."""
+    return training_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 from fake_hub.fixtures import *  # noqa: E402,F401,F403  (Hub test server fixtures)

@@ -23,12 +23,7 @@ from hf_charrnn.tokenization_charrnn import build_char_tokenizer
 from hf_charrnn.trainer import CharRNNTrainer, train
 from hf_charrnn.trainer_utils import TrainingDivergedError, build_model
 from hf_charrnn.training_args import CharRNNTrainingArguments, ModelArguments
-from testing_utils import hf_charrnn_in_process, make_text, run, tiny_argv, training_corpus
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict[str, str]:
-    return training_corpus(tmp_path_factory.mktemp("corpus"))
-
+from testing_utils import hf_charrnn_in_process, make_text, run, tiny_argv
 
 # ----------------------------------------------------------------------------------------------------------------------
 

@@ -26,14 +26,8 @@ from testing_utils import (
     launch_two_processes,
     run,
     tiny_argv,
-    training_corpus,
     wait_for,
 )
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> dict[str, str]:
-    return training_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def start_training(argv: list[str], log_path: Path) -> subprocess.Popen:
